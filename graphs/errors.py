@@ -1,0 +1,11 @@
+"""Errors raised by graph extraction and architecture resolution."""
+
+from __future__ import annotations
+
+
+class GraphBuildError(ValueError):
+    """The model could not be traced into a graph (bad object, or its forward failed)."""
+
+
+class UnknownArchitectureError(ValueError):
+    """An architecture spec names nothing we can build; the message lists close matches."""

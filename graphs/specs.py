@@ -1,0 +1,260 @@
+"""Architecture specs: a name (and options) that resolves to a buildable model.
+
+Accepted forms (see :func:`resolve`):
+
+* ``"torchvision:resnet50"``: any model of ``torchvision.models.list_models()``;
+* ``"hf:gpt2"``, ``"hf:llama"``, ``"hf:gpt2-large"``: a ``transformers`` config built from
+  its ``model_type`` (plus a few well-known sizes), or a local ``config.json``; JSON
+  overrides go in ``config``. Remote code is never run;
+* ``"timm:NAME"`` when ``timm`` is installed;
+* a user's ``nn.Module`` instance, or an import path ``"package.module:ClassName"``
+  (Python API and CLI only: the HTTP service never imports user code).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import UnknownArchitectureError
+from .meta import meta_init
+
+SOURCES = ("torchvision", "hf", "timm", "python")
+# Well-known Hub checkpoints whose config is a model_type plus these overrides.
+HF_SIZES: dict[str, tuple[str, dict[str, Any]]] = {
+    "gpt2-medium": ("gpt2", {"n_embd": 1024, "n_layer": 24, "n_head": 16}),
+    "gpt2-large": ("gpt2", {"n_embd": 1280, "n_layer": 36, "n_head": 20}),
+    "gpt2-xl": ("gpt2", {"n_embd": 1600, "n_layer": 48, "n_head": 25}),
+    "bert-base": ("bert", {}),
+    "bert-large": ("bert", {"hidden_size": 1024, "num_hidden_layers": 24,
+                            "num_attention_heads": 16, "intermediate_size": 4096}),
+    "t5-small": ("t5", {"d_model": 512, "num_layers": 6, "num_heads": 8, "d_ff": 2048}),
+    "vit-base": ("vit", {}),
+}
+TEXT_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A resolved architecture: where it comes from, its name, and its options.
+
+    ``kwargs`` go to the model constructor (torchvision, timm, python) or override the
+    ``transformers`` config (hf). ``module`` holds a user's own instance, if given.
+    """
+
+    source: str
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    module: nn.Module | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.source}:{self.name}"
+
+    def canonical(self) -> dict[str, Any]:
+        """JSON-ready identity of the spec (stored as ``hyperinit.arch`` in safetensors)."""
+        return {"source": self.source, "name": self.name, "kwargs": self.kwargs}
+
+    def to_json(self) -> str:
+        return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+
+    def build(self) -> nn.Module:
+        """The model, in eval mode, with parameters on ``meta`` and real buffers."""
+        if self.module is not None:
+            return self.module
+        with meta_init():
+            model = _BUILDERS[self.source](self)
+        return model.eval()
+
+    def example_inputs(self) -> Any:
+        """A small batch the model's forward accepts (values irrelevant)."""
+        if self.source == "hf":
+            return _hf_inputs(self)
+        if self.source == "timm":
+            size = self.build().pretrained_cfg.get("input_size", (3, 224, 224))
+            return torch.empty(2, *size)
+        if self.source == "torchvision":
+            size = self.kwargs.get("image_size", 299 if self.name == "inception_v3" else 224)
+            return torch.empty(2, 3, size, size)
+        return None
+
+
+def resolve(spec: str | dict[str, Any] | ArchSpec | nn.Module, num_classes: int | None = None,
+            **kwargs: Any) -> ArchSpec:
+    """Turn a spec string, a dict, or a module into an :class:`ArchSpec`.
+
+    ``num_classes`` sets the classifier size (``num_labels`` for transformers); other
+    keyword arguments go to the constructor or config. A dict takes the keys of
+    :meth:`ArchSpec.canonical`. Unknown names raise :class:`UnknownArchitectureError`
+    with the closest valid names.
+    """
+    if isinstance(spec, ArchSpec):
+        return spec
+    if isinstance(spec, nn.Module):
+        return ArchSpec("python", type(spec).__qualname__, module=spec)
+    if isinstance(spec, dict):
+        unknown = set(spec) - {"source", "name", "kwargs"}
+        if unknown or "source" not in spec or "name" not in spec:
+            raise UnknownArchitectureError(
+                f"an architecture dict needs 'source' and 'name' (and optional 'kwargs'); "
+                f"got keys {sorted(spec)}")
+        kwargs = {**spec.get("kwargs", {}), **kwargs}
+        spec = f"{spec['source']}:{spec['name']}"
+    if not isinstance(spec, str):
+        raise UnknownArchitectureError(
+            f"an architecture is a spec string, a dict or an nn.Module; got {type(spec).__name__}")
+    source, sep, name = spec.partition(":")
+    if not sep or source not in SOURCES:
+        raise UnknownArchitectureError(
+            f"{spec!r} is not a spec: write SOURCE:NAME with SOURCE one of {', '.join(SOURCES)} "
+            "(for example 'torchvision:resnet50' or 'hf:gpt2')")
+    if num_classes is not None:
+        kwargs["num_labels" if source == "hf" else "num_classes"] = int(num_classes)
+    _CHECKS[source](name)
+    return ArchSpec(source, name, dict(sorted(kwargs.items())))
+
+
+def _unknown(kind: str, name: str, valid: list[str]) -> UnknownArchitectureError:
+    close = difflib.get_close_matches(name, valid, n=5, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; {len(valid)} are known"
+    return UnknownArchitectureError(f"unknown {kind} {name!r}{hint}")
+
+
+# ----- torchvision ----------------------------------------------------------------------
+def _torchvision_names() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models())
+
+
+def _check_torchvision(name: str) -> None:
+    if name not in _torchvision_names():
+        raise _unknown("torchvision model", name, _torchvision_names())
+
+
+def _build_torchvision(spec: ArchSpec) -> nn.Module:
+    import torchvision
+
+    return torchvision.models.get_model(spec.name, weights=None, **spec.kwargs)
+
+
+# ----- transformers ---------------------------------------------------------------------
+def _hf_config(spec: ArchSpec):
+    from transformers import AutoConfig
+
+    overrides = dict(spec.kwargs)
+    path = Path(spec.name)
+    if path.suffix == ".json" or path.is_dir():
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=False, **overrides)
+    else:
+        model_type, base = HF_SIZES.get(spec.name, (spec.name, {}))
+        config = AutoConfig.for_model(model_type, **{**base, **overrides})
+    config.use_cache = False
+    config._attn_implementation = "sdpa"
+    return config
+
+
+def _hf_model_types() -> list[str]:
+    from transformers import CONFIG_MAPPING
+
+    return sorted(CONFIG_MAPPING.keys())
+
+
+def _check_hf(name: str) -> None:
+    path = Path(name)
+    if path.suffix == ".json" or path.is_dir():
+        if not path.exists():
+            raise UnknownArchitectureError(f"config file {name!r} does not exist")
+        return
+    if name not in HF_SIZES and name not in _hf_model_types():
+        raise _unknown("transformers model type", name, [*_hf_model_types(), *HF_SIZES])
+
+
+def _hf_auto_class(config, wants_classes: bool):
+    """The head that fits the model type: a classifier if classes were asked for, else
+    the pre-training head (causal LM, seq2seq LM, masked LM), else the bare model."""
+    import transformers as tf
+    from transformers.models.auto import modeling_auto
+
+    heads = ["IMAGE_CLASSIFICATION", "SEQUENCE_CLASSIFICATION"] if wants_classes else []
+    heads += ["SEQ_TO_SEQ_CAUSAL_LM", "MASKED_LM", "CAUSAL_LM", "IMAGE_CLASSIFICATION"]
+    for head in heads:
+        mapping = getattr(modeling_auto, f"MODEL_FOR_{head}_MAPPING_NAMES")
+        class_name = mapping.get(config.model_type)
+        if class_name:
+            return getattr(tf, class_name)
+    return tf.AutoModel
+
+
+def _build_hf(spec: ArchSpec) -> nn.Module:
+    config = _hf_config(spec)
+    cls = _hf_auto_class(config, "num_labels" in spec.kwargs)
+    if hasattr(cls, "from_config"):
+        return cls.from_config(config)
+    return cls._from_config(config)
+
+
+def _hf_inputs(spec: ArchSpec) -> dict[str, torch.Tensor]:
+    config = _hf_config(spec)
+    cls = _hf_auto_class(config, "num_labels" in spec.kwargs)
+    main = getattr(cls, "main_input_name", "input_ids")
+    if main == "pixel_values":
+        size = getattr(config, "image_size", 224)
+        channels = getattr(config, "num_channels", 3)
+        return {"pixel_values": torch.empty(2, channels, size, size)}
+    ids = torch.zeros(2, TEXT_LENGTH, dtype=torch.long)
+    inputs = {"input_ids": ids}
+    if getattr(config, "is_encoder_decoder", False):
+        inputs["decoder_input_ids"] = ids
+    return inputs
+
+
+# ----- timm -----------------------------------------------------------------------------
+def _check_timm(name: str) -> None:
+    try:
+        import timm
+    except ImportError as err:
+        raise UnknownArchitectureError(
+            "timm specs need the timm package: pip install 'hyperinit[timm]'") from err
+    if name not in timm.list_models():
+        raise _unknown("timm model", name, timm.list_models())
+
+
+def _build_timm(spec: ArchSpec) -> nn.Module:
+    import timm
+
+    return timm.create_model(spec.name, pretrained=False, **spec.kwargs)
+
+
+# ----- user code ------------------------------------------------------------------------
+def _check_python(name: str) -> None:
+    module_name, sep, attr = name.partition(":")
+    if not sep:
+        raise UnknownArchitectureError(
+            f"python specs are 'package.module:ClassName', got {name!r}")
+
+
+def _build_python(spec: ArchSpec) -> nn.Module:
+    module_name, _, attr = spec.name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise UnknownArchitectureError(f"cannot import {spec.name!r}: {err}") from err
+    model = factory(**spec.kwargs)
+    if not isinstance(model, nn.Module):
+        raise UnknownArchitectureError(
+            f"{spec.name!r} returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+_CHECKS = {"torchvision": _check_torchvision, "hf": _check_hf, "timm": _check_timm,
+           "python": _check_python}
+_BUILDERS = {"torchvision": _build_torchvision, "hf": _build_hf, "timm": _build_timm,
+             "python": _build_python}

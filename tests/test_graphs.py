@@ -1,0 +1,141 @@
+"""Graph extraction over every torchvision classifier, transformers configs and user modules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torch_geometric.data import Batch
+
+import graphs
+
+TORCHVISION = torchvision.models.list_models(module=torchvision.models)
+HF = ["hf:gpt2", "hf:llama", "hf:bert", "hf:vit", "hf:t5"]
+HF_SMALL = {"gpt2": {"n_layer": 2}, "llama": {"num_hidden_layers": 2, "hidden_size": 128,
+            "intermediate_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2},
+            "bert": {"num_hidden_layers": 2}, "vit": {"num_hidden_layers": 2},
+            "t5": {"num_layers": 2}}
+
+
+def assert_faithful(graph: graphs.ArchGraph, model: nn.Module) -> None:
+    """Every parameter name appears once, with the model's shape, and nothing else does."""
+    names = graph.param_names()
+    assert len(names) == len(set(names))
+    expected = dict(model.named_parameters(remove_duplicate=False))
+    assert set(names) == set(expected)
+    for p in graph.params:
+        assert p.shape == tuple(expected[p.name].shape)
+        assert 0 < p.node < graph.num_nodes and graph.nodes[p.node].params.count(
+            graph.params.index(p)) == 1
+    assert not graph.unused and not graph.unrecognized
+    assert all(src < dst for src, dst in graph.edges), "nodes are in topological order"
+
+
+def test_all_torchvision_classifiers_are_covered():
+    assert len(TORCHVISION) == 80
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_torchvision_graph(name):
+    spec = graphs.resolve(f"torchvision:{name}", num_classes=10)
+    model = spec.build()
+    assert all(p.device.type == "meta" for p in model.parameters())
+    assert_faithful(graphs.build(spec), model)
+
+
+@pytest.mark.parametrize("name", HF)
+def test_transformers_graph(name):
+    spec = graphs.resolve(name, **HF_SMALL[name.split(":")[1]])
+    graph = graphs.build(spec)
+    assert_faithful(graph, spec.build())
+    assert "attention" in {n.op for n in graph.nodes}
+
+
+def test_gpt2_weight_tying_is_one_tensor():
+    graph = graphs.build(graphs.resolve("hf:gpt2", n_layer=1))
+    wte = next(p for p in graph.params if p.name.endswith("wte.weight"))
+    assert wte.tied == ("lm_head.weight",) and wte.role == "embedding"
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+        self.out = nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = F.relu(self.a(x)) + x
+        k = torch.cat([h, torch.sigmoid(self.b(x))], dim=-1)
+        q = k.view(2, 1, 2, 8)
+        return self.out(F.scaled_dot_product_attention(q, q, q).reshape(2, 16))
+
+
+def test_user_module_ops_and_edges():
+    graph = graphs.build(Residual(), torch.randn(2, 8))
+    ops = [n.op for n in graph.nodes]
+    for op in ("input", "linear", "relu", "add", "concat", "sigmoid", "attention"):
+        assert op in ops, op
+    assert_faithful(graph, Residual())
+    add = ops.index("add")
+    preds = {graph.nodes[s].op for s, d in graph.edges if d == add}
+    assert preds == {"relu", "input"}
+
+
+def test_default_inputs_are_guessed_for_plain_modules():
+    mlp = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
+    assert [n.op for n in graphs.build(mlp).nodes] == ["input", "linear", "tanh", "linear"]
+    cnn = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.Flatten(), nn.Linear(4 * 15 * 15, 2))
+    graph = graphs.build(cnn)
+    assert graph.nodes[1].attrs["stride"] == 2
+
+
+def test_graph_is_deterministic_and_ignores_values():
+    a = graphs.build(torchvision.models.resnet18(num_classes=10))
+    b = graphs.build(graphs.resolve("torchvision:resnet18", num_classes=10))
+    assert a.arch_hash == b.arch_hash and a.canonical() == b.canonical()
+    c = graphs.build(graphs.resolve("torchvision:resnet18", num_classes=100))
+    assert c.arch_hash != a.arch_hash
+
+
+def test_arch_hash_is_stable_across_processes():
+    code = "import graphs; print(graphs.build('torchvision:mobilenet_v3_small').arch_hash)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == graphs.build("torchvision:mobilenet_v3_small").arch_hash
+
+
+def test_to_data_and_batch():
+    g1 = graphs.build(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)))
+    g2 = graphs.build(graphs.resolve("torchvision:resnet18"))
+    d1, d2 = g1.to_data(), g2.to_data()
+    assert d1.num_nodes == 4 and d1.edge_index.shape == (2, 3)
+    assert d1.depth.tolist() == [0, 1, 2, 3]
+    assert d1.dist.max() == 3  # input -> last linear
+    batch = Batch.from_data_list([d1, d2])
+    assert batch.num_nodes == g1.num_nodes + g2.num_nodes
+    assert batch.dist_index.max() < batch.num_nodes
+    assert batch.dist_index[:, d1.dist.numel():].min() >= g1.num_nodes
+
+
+def test_unknown_names_suggest_close_ones():
+    with pytest.raises(graphs.UnknownArchitectureError, match="resnet50"):
+        graphs.resolve("torchvision:resnet5O")
+    with pytest.raises(graphs.UnknownArchitectureError, match="gpt2"):
+        graphs.resolve("hf:gtp2")
+    with pytest.raises(graphs.UnknownArchitectureError, match="SOURCE:NAME"):
+        graphs.resolve("resnet50")
+
+
+def test_failing_forward_names_model_and_remedy():
+    model = nn.Sequential(nn.Linear(5, 7))
+    with pytest.raises(graphs.GraphBuildError, match=r"Sequential.*example_inputs"):
+        graphs.build(model, torch.randn(2, 9))
+
+
+def test_non_module_is_rejected():
+    with pytest.raises(graphs.GraphBuildError, match="nn.Module"):
+        graphs.build(42)
