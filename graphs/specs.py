@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import UnknownArchitectureError
+from .errors import GraphBuildError, UnknownArchitectureError
 from .meta import meta_init
 
 SOURCES = ("torchvision", "hf", "timm", "python")
@@ -69,8 +69,14 @@ class ArchSpec:
         """The model, in eval mode, with parameters on ``meta`` and real buffers."""
         if self.module is not None:
             return self.module
-        with meta_init():
-            model = _BUILDERS[self.source](self)
+        try:
+            with meta_init():
+                model = _BUILDERS[self.source](self)
+        except UnknownArchitectureError:
+            raise
+        except (TypeError, ValueError) as err:  # options the constructor or config rejects
+            raise GraphBuildError(
+                f"cannot build {self.label} with options {self.kwargs}: {err}") from err
         return model.eval()
 
     def example_inputs(self) -> Any:
@@ -105,6 +111,10 @@ def resolve(spec: str | dict[str, Any] | ArchSpec | nn.Module, num_classes: int 
             raise UnknownArchitectureError(
                 f"an architecture dict needs 'source' and 'name' (and optional 'kwargs'); "
                 f"got keys {sorted(spec)}")
+        if not isinstance(spec.get("kwargs", {}), dict):
+            raise UnknownArchitectureError(
+                f"an architecture dict's 'kwargs' must be a dict, got "
+                f"{type(spec['kwargs']).__name__}")
         kwargs = {**spec.get("kwargs", {}), **kwargs}
         spec = f"{spec['source']}:{spec['name']}"
     if not isinstance(spec, str):

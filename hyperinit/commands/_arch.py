@@ -10,13 +10,22 @@ def add_arch_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("arch", help="architecture spec: torchvision:NAME, hf:MODEL_TYPE, timm:NAME, "
                                 "or python:package.module:Class")
     p.add_argument("--num-classes", type=int, help="classifier size (num_labels for hf)")
-    p.add_argument("--config", type=json.loads, default={}, metavar="JSON",
+    p.add_argument("--config", type=_json_object, default={}, metavar="JSON",
                    help="constructor keyword arguments or transformers config overrides, as JSON")
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err.msg}): {text!r}") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object like '{{\"n_layer\": 4}}', "
+                                         f"got {text!r}")
+    return value
 
 
 def spec_from_args(args: argparse.Namespace):
     import graphs
 
-    if not isinstance(args.config, dict):
-        raise ValueError(f"--config must be a JSON object, got {args.config!r}")
     return graphs.resolve(args.arch, num_classes=args.num_classes, **args.config)

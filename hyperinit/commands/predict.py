@@ -1,0 +1,47 @@
+"""`hyperinit predict SPEC --out FILE`: predict an init and write it to safetensors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from ._arch import add_arch_arguments, spec_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="predict an init and write it to safetensors",
+                       description=__doc__)
+    add_arch_arguments(p)
+    p.add_argument("--out", required=True,
+                   help="a .safetensors file, or a folder (gets model.safetensors or shards)")
+    p.add_argument("--generator", help="shipped generator name or checkpoint folder "
+                                       "(default: the shipped default; see `hyperinit generators`)")
+    p.add_argument("--seed", type=int, default=0, help="prediction seed (default 0)")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
+                   help="dtype of floating-point tensors (default: the model's)")
+    p.add_argument("--max-shard-size", type=int, default=None, metavar="BYTES",
+                   help="shard a folder output above this many bytes (default 5 GB)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import hyperinit
+    from hyperinit.safetensors_io import DEFAULT_MAX_SHARD_SIZE
+
+    start = time.perf_counter()
+    generator = hyperinit.load_generator(args.generator)
+    files = hyperinit.save_init(spec_from_args(args), args.out, generator, seed=args.seed,
+                                dtype=args.dtype,
+                                max_shard_size=args.max_shard_size or DEFAULT_MAX_SHARD_SIZE)
+    elapsed = time.perf_counter() - start
+    size = sum(f.stat().st_size for f in files)
+    from safetensors import safe_open
+
+    with safe_open(files[0], "pt") as f:
+        meta = f.metadata()
+    print(f"predicted {args.arch} with {meta['hyperinit.generator']} (seed {args.seed}) "
+          f"in {elapsed:.2f} s", file=sys.stderr)
+    print(f"arch_hash {meta['hyperinit.arch_hash']}; wrote {size / 1e6:.1f} MB to "
+          + ", ".join(str(f) for f in files))
+    return 0

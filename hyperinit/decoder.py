@@ -1,0 +1,150 @@
+"""LoGAH-style low-rank decoder that builds every tensor at its exact shape, with no maximum.
+
+A tensor is viewed as a matrix (rows x cols): a linear weight as itself, a conv kernel
+``(out, in, kh, kw)`` as ``(out*kh, in*kw)``, leading singleton dims dropped. Its rows come
+from ``A = phi(rows) @ U`` and its columns from ``B = phi(cols) @ V``, so ``W = A @ B.T`` has
+rank ``r``. ``U`` and ``V`` (``features x r``) are generated from the owning node's embedding
+plus embeddings of the parameter's role and shape; ``phi(i)`` are fixed Fourier features of
+the row/column index at incommensurate frequencies. Any width works, including widths never
+seen in training, and no tensor is a tiled copy of a block of itself (GHN-2/3 tile a fixed
+block; LoGAH caps widths). Vectors (biases, norm weights) are ``phi(i) @ u``.
+
+The raw output is then scaled to what the layer needs (see :func:`scale`): fan-in aware
+weights, norm weights near 1, small biases, embeddings with std about 0.02.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from graphs import ROLES
+from graphs.graph import ROLE_INDEX
+
+from .encoder import BUCKETS, log_bucket
+
+ROLE_ROWS = 32
+
+
+def matrix_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The (rows, cols), (length,) or () view a tensor of ``shape`` is generated in."""
+    dims = list(shape)
+    while len(dims) > 1 and dims[0] == 1:
+        dims.pop(0)
+    if len(dims) <= 2:
+        return tuple(dims) if dims != [1] else ()
+    rows = dims[0] * dims[2]
+    return rows, math.prod(dims) // rows
+
+
+def from_matrix(w: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of :func:`matrix_shape`: ``(out*kh, in*kw…)`` back to ``(out, in, kh, …)``."""
+    dims = list(shape)
+    while len(dims) > 1 and dims[0] == 1:
+        dims.pop(0)
+    if len(dims) > 2:
+        w = w.reshape(dims[0], dims[2], dims[1], *dims[3:]).movedim(2, 1)
+    return w.reshape(shape)
+
+
+def fan_in(shape: tuple[int, ...]) -> int:
+    return max(1, math.prod(shape[1:])) if len(shape) >= 2 else max(1, shape[0] if shape else 1)
+
+
+class IndexFeatures(nn.Module):
+    """Random Fourier features of integer positions: ``sin/cos(i * w_k + b_k + phase)``.
+
+    Frequencies are spread over ``(0, pi]`` (fixed seed), so features of different
+    indices are nearly orthogonal: rows of a predicted matrix are decorrelated like those
+    of a random init (slow, smooth features alone would make every row alike and a layer
+    would sum its inputs coherently), and no two rows repeat with a period that divides
+    the tensor. The ``phase`` (one per tensor, from the prediction seed) gives different
+    but equally distributed tensors for different seeds.
+    """
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(1234)
+        k = features // 2
+        self.register_buffer("freqs", math.pi * (1 - torch.rand(k, generator=g)))
+        self.register_buffer("shifts", 2 * math.pi * torch.rand(k, generator=g))
+
+    def forward(self, n: int, offset: torch.Tensor) -> torch.Tensor:
+        i = torch.arange(n, device=self.freqs.device, dtype=torch.float32)[:, None]
+        angle = (i + offset) * self.freqs + self.shifts
+        return torch.cat([angle.sin(), angle.cos()], dim=1) / math.sqrt(self.freqs.numel())
+
+
+class LowRankDecoder(nn.Module):
+    """Node embedding + parameter role/shape -> tensor of that exact shape."""
+
+    def __init__(self, dim: int, rank: int, features: int) -> None:
+        super().__init__()
+        if len(ROLES) > ROLE_ROWS:
+            raise ValueError(f"{len(ROLES)} parameter roles exceed the {ROLE_ROWS} embedding rows")
+        self.rank, self.features = rank, features
+        self.role = nn.Embedding(ROLE_ROWS, dim)
+        self.dims = nn.ModuleList(nn.Embedding(BUCKETS, dim) for _ in range(2))
+        self.ndim = nn.Embedding(8, dim)
+        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 4 * dim), nn.GELU(),
+                                 nn.Linear(4 * dim, 8 * dim), nn.GELU())
+        self.uv = nn.Linear(8 * dim, 2 * features * rank)  # low-rank factors of matrices
+        self.vector = nn.Linear(8 * dim, features + 1)  # vectors, and scalars (last entry)
+        self.gain = nn.Linear(8 * dim, 1)  # log-gain around the layer's default scale
+        for head in (self.vector, self.gain):
+            nn.init.zeros_(head.bias)
+            head.weight.data.mul_(0.1)
+        self.phi = IndexFeatures(features)
+
+    def hidden(self, node_emb: torch.Tensor, roles: list[str],
+               shapes: list[tuple[int, ...]]) -> torch.Tensor:
+        """One hidden vector per parameter (batched over all parameters of the request)."""
+        dev = node_emb.device
+        mats = [matrix_shape(s) for s in shapes]
+        dims = torch.tensor([(list(m) + [0, 0])[:2] for m in mats], device=dev)
+        h = node_emb + self.role(torch.tensor([ROLE_INDEX[r] for r in roles], device=dev))
+        h = h + self.dims[0](log_bucket(dims[:, 0])) + self.dims[1](log_bucket(dims[:, 1]))
+        h = h + self.ndim(torch.tensor([min(len(s), 7) for s in shapes], device=dev))
+        return self.mlp(h)
+
+    def tensor(self, hidden: torch.Tensor, role: str, shape: tuple[int, ...],
+               offset: torch.Tensor) -> torch.Tensor:
+        """Build and scale one tensor from its hidden vector (``(8*dim,)``)."""
+        view = matrix_shape(shape)
+        if len(view) == 2:
+            uv = self.uv(hidden).view(2, self.features, self.rank)
+            a = self.phi(view[0], offset[0]) @ uv[0]
+            b = self.phi(view[1], offset[1]) @ uv[1]
+            raw = from_matrix(a @ b.T, shape)
+        elif len(view) == 1:
+            out = self.vector(hidden)
+            raw = (self.phi(view[0], offset[0]) @ out[:-1]).reshape(shape)
+        else:
+            raw = self.vector(hidden)[-1].reshape(shape)
+        return scale(raw, role, shape, self.gain(hidden)[0])
+
+
+def scale(raw: torch.Tensor, role: str, shape: tuple[int, ...],
+          log_gain: torch.Tensor) -> torch.Tensor:
+    """Map a raw tensor to the statistics its layer needs.
+
+    * weights: zero-mean, std ``gain / sqrt(fan_in)`` (``gain`` learned, ``e^[-1, 1]``);
+    * norm weights and multiplicative scales: ``2 * sigmoid(raw / 2)``, so ``raw = 0``
+      gives 1 (the GHN-2 rule);
+    * biases and norm biases: ``0.1 * tanh(raw)``;
+    * embeddings, positional embeddings and tokens: std ``0.02 * gain``.
+    """
+    gain = torch.exp(torch.tanh(log_gain))
+    if role in ("norm_weight", "scale"):
+        return 2 * torch.sigmoid(raw / 2)
+    if role in ("bias", "norm_bias"):
+        return 0.1 * torch.tanh(raw)
+    if raw.numel() < 2:
+        return raw
+    unit = (raw - raw.mean()) / (raw.std() + 1e-8)
+    if role in ("embedding", "pos_embedding", "token"):
+        return unit * (0.02 * gain)
+    return unit * (gain / math.sqrt(fan_in(shape)))
+

@@ -1,0 +1,123 @@
+"""The graph hypernetwork: architecture graph in, every parameter tensor out."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from graphs import ArchGraph
+
+from .decoder import LowRankDecoder
+from .encoder import GraphEncoder
+from .errors import CheckpointError
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class GHNConfig:
+    """Size of a graph hypernetwork. The defaults are GHN-3-T-like (about 3M parameters).
+
+    ``rank`` is the rank of every predicted matrix; ``features`` the number of Fourier
+    features of row/column indices the low-rank factors are built from.
+    """
+
+    hidden: int = 64
+    layers: int = 3
+    heads: int = 8
+    rank: int = 32
+    features: int = 64
+
+
+class GraphHyperNetwork(nn.Module, PyTorchModelHubMixin, library_name="hyperinit",
+                        tags=["hyperinit", "graph-hypernetwork"]):
+    """GHN-3-style encoder + LoGAH-style low-rank decoder.
+
+    ``forward`` is differentiable (used for training through ``torch.func.functional_call``);
+    :meth:`iter_tensors` streams tensors one at a time for large targets.
+    """
+
+    def __init__(self, config: GHNConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or GHNConfig()
+        self.encoder = GraphEncoder(config.hidden, config.layers, config.heads)
+        self.decoder = LowRankDecoder(config.hidden, config.rank, config.features)
+
+    def embed(self, graphs: list[ArchGraph]) -> list[torch.Tensor]:
+        """Node embeddings, one ``(nodes, hidden)`` tensor per graph."""
+        from torch_geometric.data import Batch
+
+        device = next(self.parameters()).device
+        batch = Batch.from_data_list([g.to_data() for g in graphs]).to(device)
+        return list(self.encoder(batch).split([g.num_nodes for g in graphs]))
+
+    def iter_tensors(self, graph: ArchGraph, seed: int = 0, node_emb: torch.Tensor | None = None,
+                     ) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield ``(name, tensor)`` for every parameter of ``graph``, in graph order.
+
+        The seed sets each tensor's index-feature phase: the same seed gives the same bytes,
+        another seed a different tensor with the same statistics.
+        """
+        if node_emb is None:
+            (node_emb,) = self.embed([graph])
+        params = graph.params
+        hidden = self.decoder.hidden(node_emb[[p.node for p in params]], [p.role for p in params],
+                                     [p.shape for p in params])
+        offsets = phase_offsets(seed, len(params)).to(hidden.device)
+        for i, p in enumerate(params):
+            yield p.name, self.decoder.tensor(hidden[i], p.role, p.shape, offsets[i])
+
+    def forward(self, graphs: list[ArchGraph], seed: int = 0) -> list[dict[str, torch.Tensor]]:
+        """Predicted parameters of each graph (tied names map to the same tensor)."""
+        out = []
+        for graph, emb in zip(graphs, self.embed(graphs), strict=True):
+            tensors = dict(self.iter_tensors(graph, seed, emb))
+            for p in graph.params:
+                tensors.update(dict.fromkeys(p.tied, tensors[p.name]))
+            out.append(tensors)
+        return out
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir, force_download,
+                         local_files_only, token, map_location: str = "cpu", strict: bool = True,
+                         **model_kwargs):
+        """Load safetensors weights only (never a pickle), strictly, with clear errors."""
+        model = cls(**model_kwargs)
+        if os.path.isdir(model_id):
+            path = os.path.join(model_id, WEIGHTS_FILE)
+        else:
+            path = hf_hub_download(repo_id=model_id, filename=WEIGHTS_FILE, revision=revision,
+                                   cache_dir=cache_dir, force_download=force_download,
+                                   token=token, local_files_only=local_files_only)
+        if not os.path.isfile(path):
+            raise CheckpointError(f"{model_id}: no {WEIGHTS_FILE} (a generator checkpoint is "
+                                  "config.json + model.safetensors)")
+        try:
+            state = load_file(path, device=map_location)
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from err
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+        if missing or unexpected or wrong:
+            raise CheckpointError(
+                f"{model_id}: weights do not match config.json ({model.config}): "
+                f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shapes {wrong[:3]}")
+        model.load_state_dict(state, strict=True)
+        return model
+
+
+def phase_offsets(seed: int, n: int) -> torch.Tensor:
+    """Per-tensor (row, column) phase offsets for a prediction seed; seed 0 gives zeros."""
+    if seed == 0:
+        return torch.zeros(n, 2)
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.randint(0, 100_000, (n, 2), generator=g).float()

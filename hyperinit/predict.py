@@ -1,0 +1,253 @@
+"""Public prediction API: architecture in, parameters (module, state dict or file) out."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import graphs
+from graphs import ArchGraph, ArchSpec
+
+from . import __version__
+from .errors import CheckpointError
+from .ghn import WEIGHTS_FILE, GraphHyperNetwork
+from .safetensors_io import DEFAULT_MAX_SHARD_SIZE, TensorInfo, check_writable, write_state
+
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+UNTRAINED = "untrained"
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+Arch = str | dict | ArchSpec | nn.Module
+Generator = str | os.PathLike | GraphHyperNetwork | None
+
+
+@dataclass
+class _Target:
+    spec: ArchSpec
+    module: nn.Module
+    graph: ArchGraph
+
+
+def default_generator() -> str:
+    """The generator used when none is named: the shipped one if present."""
+    shipped = sorted(p.name for p in CHECKPOINTS.glob("*") if (p / WEIGHTS_FILE).is_file())
+    preferred = [n for n in shipped if n.startswith("ghn")]
+    return (preferred or shipped or [UNTRAINED])[0]
+
+
+def list_generators() -> list[str]:
+    """Names of the generators that ship in ``checkpoints/`` (plus ``untrained``)."""
+    return sorted(p.name for p in CHECKPOINTS.glob("*") if (p / WEIGHTS_FILE).is_file()) + [
+        UNTRAINED]
+
+
+def load_generator(generator: Generator = None) -> GraphHyperNetwork:
+    """A generator by shipped name, local directory, or instance (returned as is).
+
+    ``"untrained"`` is a randomly initialized network with a fixed seed: its predictions
+    already have the right statistics per layer, but no learned structure.
+    """
+    if isinstance(generator, GraphHyperNetwork):
+        return generator
+    name = str(generator) if generator is not None else default_generator()
+    if name == UNTRAINED:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = GraphHyperNetwork()
+        model.name_or_path = UNTRAINED
+        return model.eval()
+    path = Path(name) if Path(name).exists() else CHECKPOINTS / name
+    if not path.is_dir():
+        raise CheckpointError(
+            f"unknown generator {name!r}: give a directory with config.json and "
+            f"{WEIGHTS_FILE}, or one of {', '.join(list_generators())}")
+    try:
+        model = GraphHyperNetwork.from_pretrained(str(path))
+    except (ValueError, TypeError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: config.json is not a valid generator config: {err}") \
+            from err
+    model.name_or_path = str(path)
+    return model.eval()
+
+
+def generator_id(generator: GraphHyperNetwork) -> str:
+    """``name@revision`` for metadata: the folder name and a hash of its weights."""
+    path = getattr(generator, "name_or_path", "")
+    if path == UNTRAINED:
+        return f"{UNTRAINED}@seed0"
+    weights = Path(path) / WEIGHTS_FILE
+    if weights.is_file():
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+        return f"{Path(path).name}@{digest}"
+    return "in-memory@unsaved"
+
+
+def _target(arch: Arch, num_classes: int | None, kwargs: dict[str, Any]) -> _Target:
+    spec = graphs.resolve(arch, num_classes=num_classes, **kwargs)
+    module = spec.build()
+    return _Target(spec, module, graphs.build(module, spec.example_inputs(), name=spec.label))
+
+
+def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _buffers(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """Persistent buffers with BatchNorm statistics reset to mean 0, variance 1."""
+    state = module.state_dict(keep_vars=True)
+    params = {n for n, _ in module.named_parameters(remove_duplicate=False)}
+    for name, value in state.items():
+        if name in params:
+            continue
+        leaf = name.rpartition(".")[2]
+        if leaf in _BN_STATS:
+            value = (torch.ones_like(value, device="cpu") if leaf == "running_var"
+                     else torch.zeros_like(value, device="cpu"))
+        elif value.device.type == "meta":
+            raise ValueError(
+                f"buffer {name} is on the meta device, so its value is unknown: build the "
+                "model with graphs.meta_init() (parameters on meta, buffers real) or on CPU")
+        yield name, value.detach()
+
+
+@torch.no_grad()
+def _stream(target: _Target, generator: GraphHyperNetwork, seed: int,
+            dtype: torch.dtype | None) -> tuple[list[TensorInfo], Iterator]:
+    """Header infos and a lazy stream of every state-dict entry (params, aliases, buffers)."""
+    infos = []
+    for p in target.graph.params:
+        param_dtype = dtype or getattr(torch, p.dtype)
+        infos.extend(TensorInfo(n, p.shape, param_dtype) for n in (p.name, *p.tied))
+    buffers = list(_buffers(target.module))
+    for name, value in buffers:
+        cast = dtype if dtype is not None and value.is_floating_point() else value.dtype
+        infos.append(TensorInfo(name, tuple(value.shape), cast))
+    aliases = {p.name: p.tied for p in target.graph.params}
+
+    def raw():
+        for name, tensor in generator.iter_tensors(target.graph, seed):
+            yield name, tensor
+            for alias in aliases[name]:
+                yield alias, tensor
+        yield from buffers
+
+    def cast():
+        for info, (name, tensor) in zip(infos, raw(), strict=True):
+            yield name, tensor.to(info.dtype)
+
+    return infos, cast()
+
+
+def predict_state_dict(arch: Arch, generator: Generator = None, *, seed: int = 0,
+                       num_classes: int | None = None, dtype: str | torch.dtype | None = None,
+                       **kwargs: Any) -> dict[str, torch.Tensor]:
+    """Predicted parameters and reset buffers: exactly the keys of ``model.state_dict()``.
+
+    Args:
+        arch: a spec (``"torchvision:resnet50"``, ``"hf:gpt2"``, a dict) or an ``nn.Module``.
+        generator: shipped generator name, checkpoint directory, or a loaded generator.
+        seed: different seeds give different, equally good inits; a seed gives fixed bytes.
+        num_classes: classifier size; other keyword arguments go to the model constructor
+            or the ``transformers`` config.
+        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``; default: the model's dtype.
+    """
+    target = _target(arch, num_classes, kwargs)
+    _, stream = _stream(target, load_generator(generator), seed, _dtype(dtype))
+    return dict(stream)
+
+
+def predict(arch: Arch, generator: Generator = None, *, seed: int = 0,
+            num_classes: int | None = None, calibration: Any = None, **kwargs: Any) -> nn.Module:
+    """A model whose parameters come from the generator, ready to train.
+
+    A module built on ``meta`` is materialized on CPU; a real module is filled in place.
+    Tied parameters stay tied. BatchNorm statistics are reset, or, if ``calibration``
+    (an iterable of input batches) is given, re-estimated on those batches.
+    """
+    target = _target(arch, num_classes, kwargs)
+    model = target.module
+    ghn = load_generator(generator)
+    aliases = {p.name: p.tied for p in target.graph.params}
+    with torch.no_grad():
+        for name, tensor in ghn.iter_tensors(target.graph, seed):
+            old = model.get_parameter(name)
+            if old.device.type == "meta":
+                new = nn.Parameter(tensor.to(old.dtype), requires_grad=old.requires_grad)
+                for alias in (name, *aliases[name]):
+                    owner, _, leaf = alias.rpartition(".")
+                    setattr(model.get_submodule(owner), leaf, new)
+            else:
+                old.copy_(tensor)
+        for name, value in _buffers(model):
+            owner, _, leaf = name.rpartition(".")
+            module = model.get_submodule(owner)
+            if leaf in _BN_STATS:
+                getattr(module, leaf).copy_(value)
+    if calibration is not None:
+        calibrate_batchnorm(model, calibration)
+    return model
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, batches: Any) -> nn.Module:
+    """Re-estimate BatchNorm running statistics as the plain average over ``batches``."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.momentum) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    try:
+        for batch in batches:
+            model(batch)
+    finally:
+        model.train(was_training)
+        for m, momentum in saved:
+            m.momentum = momentum
+    return model
+
+
+def metadata(target: _Target, generator: GraphHyperNetwork, seed: int) -> dict[str, str]:
+    """The safetensors metadata of ARCHITECTURE.md's conventions."""
+    return {
+        "format": "pt",
+        "hyperinit.version": __version__,
+        "hyperinit.generator": generator_id(generator),
+        "hyperinit.arch": target.spec.to_json(),
+        "hyperinit.arch_hash": target.graph.arch_hash,
+        "hyperinit.seed": str(seed),
+    }
+
+
+def save_init(arch: Arch, path: str | os.PathLike, generator: Generator = None, *,
+              seed: int = 0, num_classes: int | None = None,
+              dtype: str | torch.dtype | None = None,
+              max_shard_size: int = DEFAULT_MAX_SHARD_SIZE, **kwargs: Any) -> list[Path]:
+    """Predict an init and stream it to safetensors; returns the files written.
+
+    ``path`` ending in ``.safetensors`` gives one file; any other path is a folder that
+    gets ``model.safetensors`` or, above ``max_shard_size`` bytes, shards and
+    ``model.safetensors.index.json``. Tensors are written as they are predicted, so peak
+    memory is about the largest tensor, not the model. Nothing is left behind on failure.
+    """
+    path = Path(path)
+    check_writable(path.parent)  # fail before doing any work
+    target = _target(arch, num_classes, kwargs)
+    ghn = load_generator(generator)
+    infos, stream = _stream(target, ghn, seed, _dtype(dtype))
+    return write_state(path, infos, stream, metadata(target, ghn, seed), max_shard_size)

@@ -1,0 +1,143 @@
+"""Streaming safetensors writer: tensors are written one by one as they are produced.
+
+``safetensors.torch.save_file`` needs every tensor in memory at once; a predicted init of a
+774M-parameter model would then need 3 GB. The format is simple enough to stream: an
+8-byte little-endian header length, a JSON header with every tensor's dtype, shape and byte
+range, then the raw bytes in that order. Knowing all shapes up front, we write the header
+first and each tensor as it comes. Files appear atomically (temp file, then rename), and
+large outputs are sharded exactly like ``huggingface_hub.save_torch_state_dict``:
+``model-00001-of-00003.safetensors`` plus ``model.safetensors.index.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import OutputPathError
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+DEFAULT_MAX_SHARD_SIZE = 5 * 1024**3
+_DTYPES = {
+    torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+    torch.uint8: "U8", torch.bool: "BOOL",
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What the header needs to know about a tensor before its bytes exist."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * torch.empty((), dtype=self.dtype).element_size()
+
+
+def check_writable(folder: Path) -> None:
+    """Fail early, before any work, if ``folder`` is missing or read-only."""
+    if not folder.is_dir():
+        raise OutputPathError(f"output folder {folder} does not exist: create it first")
+    try:  # a real probe: permission bits say nothing to root or on read-only mounts
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise OutputPathError(f"output folder {folder} is not writable: {err.strerror}") from err
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temp path beside ``path`` that replaces it on success and vanishes on failure."""
+    check_writable(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _header(infos: list[TensorInfo], metadata: dict[str, str]) -> bytes:
+    header: dict[str, object] = {"__metadata__": metadata} if metadata else {}
+    offset = 0
+    for info in infos:
+        header[info.name] = {"dtype": _DTYPES[info.dtype], "shape": list(info.shape),
+                             "data_offsets": [offset, offset + info.nbytes]}
+        offset += info.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # keep the data 8-byte aligned, as safetensors does
+    return len(blob).to_bytes(8, "little") + blob
+
+
+def write_file(path: Path, infos: list[TensorInfo], tensors: Iterator[tuple[str, torch.Tensor]],
+               metadata: dict[str, str]) -> None:
+    """Write one safetensors file, consuming ``tensors`` in the order of ``infos``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(_header(infos, metadata))
+        for info in infos:
+            name, tensor = next(tensors)
+            if name != info.name or tuple(tensor.shape) != info.shape:
+                raise RuntimeError(f"expected {info.name} {info.shape}, got {name} "
+                                   f"{tuple(tensor.shape)}")
+            data = tensor.detach().to(device="cpu", dtype=info.dtype).contiguous()
+            f.write(data.reshape(-1).view(torch.uint8).numpy())
+
+
+def shard_plan(infos: list[TensorInfo], max_shard_size: int) -> list[list[TensorInfo]]:
+    """Greedy split in order; a tensor larger than the limit gets a shard of its own."""
+    shards: list[list[TensorInfo]] = [[]]
+    size = 0
+    for info in infos:
+        if shards[-1] and size + info.nbytes > max_shard_size:
+            shards.append([])
+            size = 0
+        shards[-1].append(info)
+        size += info.nbytes
+    return shards
+
+
+def write_state(target: Path, infos: list[TensorInfo],
+                tensors: Iterable[tuple[str, torch.Tensor]], metadata: dict[str, str],
+                max_shard_size: int = DEFAULT_MAX_SHARD_SIZE) -> list[Path]:
+    """Write tensors to ``target`` and return the files written.
+
+    A ``target`` ending in ``.safetensors`` is one file. Otherwise it is a folder that gets
+    ``model.safetensors``, or shards plus ``model.safetensors.index.json`` when the total
+    exceeds ``max_shard_size`` bytes.
+    """
+    stream = iter(tensors)
+    if target.suffix == ".safetensors":
+        write_file(target, infos, stream, metadata)
+        return [target]
+    check_writable(target.parent)
+    target.mkdir(exist_ok=True)
+    plan = shard_plan(infos, max_shard_size)
+    if len(plan) == 1:
+        write_file(target / SINGLE_FILE, infos, stream, metadata)
+        return [target / SINGLE_FILE]
+    files, weight_map = [], {}
+    for i, shard in enumerate(plan, start=1):
+        name = f"model-{i:05d}-of-{len(plan):05d}.safetensors"
+        write_file(target / name, shard, stream, metadata)
+        files.append(target / name)
+        weight_map.update(dict.fromkeys((info.name for info in shard), name))
+    index = {"metadata": {**metadata, "total_size": sum(i.nbytes for i in infos)},
+             "weight_map": weight_map}
+    with atomic_path(target / INDEX_FILE) as tmp:
+        tmp.write_text(json.dumps(index, indent=2))
+    return [*files, target / INDEX_FILE]

@@ -1,0 +1,1 @@
+"""HTTP service that returns safetensors inits (FastAPI on uvicorn)."""
