@@ -85,10 +85,10 @@ class ArchSpec:
             return _hf_inputs(self)
         if self.source == "timm":
             size = self.build().pretrained_cfg.get("input_size", (3, 224, 224))
-            return torch.empty(2, *size)
+            return torch.zeros(2, *size)
         if self.source == "torchvision":
             size = self.kwargs.get("image_size", 299 if self.name == "inception_v3" else 224)
-            return torch.empty(2, 3, size, size)
+            return torch.zeros(2, 3, size, size)
         return None
 
 
@@ -218,7 +218,7 @@ def _hf_inputs(spec: ArchSpec) -> dict[str, torch.Tensor]:
     if main == "pixel_values":
         size = getattr(config, "image_size", 224)
         channels = getattr(config, "num_channels", 3)
-        return {"pixel_values": torch.empty(2, channels, size, size)}
+        return {"pixel_values": torch.zeros(2, channels, size, size)}
     ids = torch.zeros(2, TEXT_LENGTH, dtype=torch.long)
     inputs = {"input_ids": ids}
     if getattr(config, "is_encoder_decoder", False):

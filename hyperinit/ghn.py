@@ -44,8 +44,10 @@ class GraphHyperNetwork(nn.Module, PyTorchModelHubMixin, library_name="hyperinit
     :meth:`iter_tensors` streams tensors one at a time for large targets.
     """
 
-    def __init__(self, config: GHNConfig | None = None) -> None:
+    def __init__(self, config: GHNConfig | dict | None = None) -> None:
         super().__init__()
+        if isinstance(config, dict):  # as read back from config.json
+            config = GHNConfig(**config)
         self.config = config = config or GHNConfig()
         self.encoder = GraphEncoder(config.hidden, config.layers, config.heads)
         self.decoder = LowRankDecoder(config.hidden, config.rank, config.features)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,7 +168,10 @@ def predict_state_dict(arch: Arch, generator: Generator = None, *, seed: int = 0
     """
     target = _target(arch, num_classes, kwargs)
     _, stream = _stream(target, load_generator(generator), seed, _dtype(dtype))
-    return dict(stream)
+    state = OrderedDict(stream)
+    # Module versions, as in model.state_dict(): some modules (MNASNet) refuse to load without.
+    state._metadata = target.module.state_dict()._metadata
+    return state
 
 
 def predict(arch: Arch, generator: Generator = None, *, seed: int = 0,

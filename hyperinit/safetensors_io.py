@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -125,19 +126,32 @@ def write_state(target: Path, infos: list[TensorInfo],
         write_file(target, infos, stream, metadata)
         return [target]
     check_writable(target.parent)
-    target.mkdir(exist_ok=True)
+    # Build the folder's files in a sibling temp folder, then move them in: a failure
+    # anywhere leaves neither a partial shard nor an index pointing at missing shards.
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        names = _write_folder(staging, infos, stream, metadata, max_shard_size)
+        target.mkdir(exist_ok=True)
+        for name in names:
+            os.replace(staging / name, target / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [target / name for name in names]
+
+
+def _write_folder(folder: Path, infos: list[TensorInfo], stream: Iterator,
+                  metadata: dict[str, str], max_shard_size: int) -> list[str]:
     plan = shard_plan(infos, max_shard_size)
     if len(plan) == 1:
-        write_file(target / SINGLE_FILE, infos, stream, metadata)
-        return [target / SINGLE_FILE]
-    files, weight_map = [], {}
+        write_file(folder / SINGLE_FILE, infos, stream, metadata)
+        return [SINGLE_FILE]
+    names, weight_map = [], {}
     for i, shard in enumerate(plan, start=1):
         name = f"model-{i:05d}-of-{len(plan):05d}.safetensors"
-        write_file(target / name, shard, stream, metadata)
-        files.append(target / name)
+        write_file(folder / name, shard, stream, metadata)
+        names.append(name)
         weight_map.update(dict.fromkeys((info.name for info in shard), name))
     index = {"metadata": {**metadata, "total_size": sum(i.nbytes for i in infos)},
              "weight_map": weight_map}
-    with atomic_path(target / INDEX_FILE) as tmp:
-        tmp.write_text(json.dumps(index, indent=2))
-    return [*files, target / INDEX_FILE]
+    (folder / INDEX_FILE).write_text(json.dumps(index, indent=2))
+    return [*names, INDEX_FILE]

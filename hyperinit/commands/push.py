@@ -1,0 +1,60 @@
+"""`hyperinit push ARCH --repo OWNER/NAME`: predict an init and publish it on the Hub.
+
+`hyperinit push --generator-dir DIR --repo OWNER/NAME` publishes a generator instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._arch import _json_object, spec_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("push", help="publish an init (or a generator) to the Hugging Face Hub",
+                       description=__doc__)
+    p.add_argument("arch", nargs="?", help="architecture spec of the init: torchvision:NAME, "
+                                           "hf:MODEL_TYPE, timm:NAME or python:module:Class")
+    p.add_argument("--repo", required=True, metavar="OWNER/NAME", help="Hub model repo")
+    p.add_argument("--generator-dir", metavar="DIR",
+                   help="publish this generator checkpoint (or shipped name) instead of an init")
+    p.add_argument("--revision", metavar="BRANCH",
+                   help="branch to commit to, created from main if missing (default main)")
+    p.add_argument("--token", help="Hub token with write access (default: HF_TOKEN or login)")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    init = p.add_argument_group("init options")
+    init.add_argument("--num-classes", type=int, help="classifier size (num_labels for hf)")
+    init.add_argument("--config", type=_json_object, default={}, metavar="JSON",
+                      help="constructor keyword arguments or transformers config overrides")
+    init.add_argument("--generator", help="generator that predicts the init: shipped name, "
+                                          "checkpoint folder or hub:OWNER/NAME@REVISION")
+    init.add_argument("--seed", type=int, default=0, help="prediction seed (default 0)")
+    init.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
+                      help="dtype of floating-point tensors (default: the model's)")
+    init.add_argument("--max-shard-size", type=int, default=None, metavar="BYTES",
+                      help="shard above this many bytes (default 5 GB)")
+    p.set_defaults(func=run, parser=p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hyperinit import hub
+    from hyperinit.safetensors_io import DEFAULT_MAX_SHARD_SIZE
+
+    if (args.arch is None) == (args.generator_dir is None):
+        args.parser.error("give either ARCH (to publish an init) or --generator-dir DIR")
+    private = args.private or None  # None: an existing repo keeps its visibility
+    if args.generator_dir is not None:
+        info = hub.push_generator(args.generator_dir, args.repo, revision=args.revision,
+                                  token=args.token, private=private)
+        what = f"generator {args.generator_dir}; load it with hub:{args.repo}@{info.oid}"
+    else:
+        info = hub.push_init(spec_from_args(args), args.repo, args.generator, seed=args.seed,
+                             dtype=args.dtype, revision=args.revision, token=args.token,
+                             private=private,
+                             max_shard_size=args.max_shard_size or DEFAULT_MAX_SHARD_SIZE)
+        what = f"init of {args.arch} (seed {args.seed})"
+    print(f"pushed {what} to {args.repo}@{args.revision or 'main'}, commit {info.oid}",
+          file=sys.stderr)
+    print(info.commit_url)
+    return 0

@@ -1,0 +1,413 @@
+"""Inits and generators on the Hugging Face Hub: publish, pull and load them by revision.
+
+Two kinds of model repos:
+
+* a **generator** repo, as :class:`~huggingface_hub.PyTorchModelHubMixin` writes it
+  (``config.json``, ``model.safetensors``, ``README.md``). :func:`push_generator` publishes
+  one; ``hyperinit.load_generator("hub:OWNER/NAME@REVISION")`` loads it;
+* an **init** repo: predicted parameters as ``model.safetensors`` (or shards plus
+  ``model.safetensors.index.json``), a ``config.json`` whose ``hyperinit`` section names the
+  architecture, generator and seed (plus, for ``hf:`` specs, the full ``transformers`` config),
+  and a model card. :func:`push_init` publishes one, :func:`pull_init` downloads it and
+  :func:`from_hub` loads it into a model.
+
+A revision is a branch, a tag or a commit sha (default ``main``); pushes go to a branch,
+created from ``main`` if it does not exist. Everything goes through ``huggingface_hub``, so
+``HF_ENDPOINT``, ``HF_TOKEN``, the cache and ``HF_HUB_OFFLINE=1`` behave as usual. Nothing
+downloaded is unpickled and no remote code runs: architectures are rebuilt from registry
+names, never from imports a repo asks for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import CommitInfo, HfApi, ModelCardData, constants, snapshot_download
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from torch import nn
+
+import graphs
+
+from .errors import CheckpointError, OutputPathError
+from .ghn import GraphHyperNetwork
+from .predict import Arch, Generator, _dtype, load_generator, save_init
+from .safetensors_io import DEFAULT_MAX_SHARD_SIZE, INDEX_FILE, SINGLE_FILE, check_writable
+
+HUB_PREFIX = "hub:"
+CONFIG_FILE = "config.json"
+CARD_FILE = "README.md"
+GENERATOR_FILES = [CONFIG_FILE, SINGLE_FILE]
+INIT_FILES = ["*.safetensors", INDEX_FILE, CONFIG_FILE, CARD_FILE]
+
+
+# ----- generators -----------------------------------------------------------------------
+def push_generator(generator: Generator, repo_id: str, *, revision: str | None = None,
+                   token: str | None = None, private: bool | None = None,
+                   commit_message: str = "Upload hyperinit generator") -> CommitInfo:
+    """Publish a generator to a Hub model repo (created if needed) in one commit.
+
+    Args:
+        generator: a loaded :class:`GraphHyperNetwork`, a checkpoint folder, a shipped name,
+            or ``"hub:OWNER/NAME@REVISION"`` to republish.
+        repo_id: ``"owner/name"``.
+        revision: the branch to commit to, created from ``main`` if missing (default ``main``).
+        token: a Hub token with write access (default: ``HF_TOKEN`` or the stored login).
+        private: visibility of a repo created here; an existing repo keeps its own.
+
+    Returns:
+        The commit: ``.oid`` is its sha (a revision that never moves), ``.commit_url`` its page.
+
+    Load it back with ``hyperinit.load_generator(f"hub:{repo_id}@{info.oid}")``.
+    """
+    model = load_generator(generator)
+    api = HfApi(token=token)
+    with _hub_errors(repo_id, revision):
+        repo_id = _prepare_repo(api, repo_id, revision, private)
+        return model.push_to_hub(repo_id, config=model.config, commit_message=commit_message,
+                                 private=private, token=token, branch=revision)
+
+
+def resolve_generator(ref: str, token: str | None = None) -> GraphHyperNetwork:
+    """Load the generator a ``"hub:OWNER/NAME[@REVISION]"`` reference names.
+
+    ``hyperinit.load_generator`` calls this for ``hub:`` references. The files come through
+    the Hub cache (so a revision seen once also loads offline), and the generator is named
+    ``hub:OWNER/NAME@COMMIT_SHA``: metadata of inits it predicts pin the exact weights.
+    """
+    repo_id, revision = _parse_ref(ref)
+    folder = _snapshot(repo_id, revision, token, GENERATOR_FILES)
+    model = load_generator(folder)
+    model.name_or_path = f"{HUB_PREFIX}{repo_id}@{folder.name}"  # snapshot folders are shas
+    return model
+
+
+def _parse_ref(ref: str) -> tuple[str, str | None]:
+    """``hub:owner/name@rev`` -> ``("owner/name", "rev")``; the revision is optional."""
+    repo_id, sep, revision = ref.removeprefix(HUB_PREFIX).partition("@")
+    if not ref.startswith(HUB_PREFIX) or repo_id.count("/") != 1 or (sep and not revision):
+        raise CheckpointError(f"{ref!r} is not a Hub reference: write hub:OWNER/NAME or "
+                              "hub:OWNER/NAME@REVISION (a branch, tag or commit sha)")
+    return repo_id, revision or None
+
+
+# ----- inits ----------------------------------------------------------------------------
+def push_init(arch: Arch, repo_id: str, generator: Generator = None, *, seed: int = 0,
+              num_classes: int | None = None, dtype: str | torch.dtype | None = None,
+              revision: str | None = None, token: str | None = None,
+              private: bool | None = None, commit_message: str | None = None,
+              max_shard_size: int = DEFAULT_MAX_SHARD_SIZE, **kwargs: Any) -> CommitInfo:
+    """Predict an init and publish it as a Hub model repo (created if needed) in one commit.
+
+    The commit holds what :func:`hyperinit.save_init` writes (``model.safetensors``, or
+    shards and ``model.safetensors.index.json`` above ``max_shard_size`` bytes), a
+    ``config.json`` and a model card; safetensors files of an earlier push to the same
+    branch are removed in that commit. Arguments are those of :func:`hyperinit.save_init`
+    and :func:`push_generator`. Returns the commit (``.oid``, ``.commit_url``).
+    """
+    api = HfApi(token=token)
+    with _hub_errors(repo_id, revision):
+        repo_id = _prepare_repo(api, repo_id, revision, private)  # fail on auth before work
+    with tempfile.TemporaryDirectory(prefix="hyperinit-push-") as tmp:
+        folder = Path(tmp) / "init"
+        files = save_init(arch, folder, generator, seed=seed, num_classes=num_classes,
+                          dtype=dtype, max_shard_size=max_shard_size, **kwargs)
+        with safe_open(files[0], "pt") as f:
+            metadata = f.metadata()
+        info = {
+            "arch": json.loads(metadata["hyperinit.arch"]),
+            "arch_hash": metadata["hyperinit.arch_hash"],
+            "generator": metadata["hyperinit.generator"],
+            "seed": seed,
+            "dtype": str(_dtype(dtype)).removeprefix("torch.") if dtype is not None else None,
+            "version": metadata["hyperinit.version"],
+        }
+        config = {**_transformers_config(info["arch"]), "hyperinit": info}
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        (folder / CARD_FILE).write_text(_model_card(repo_id, revision, info))
+        label = f"{info['arch']['source']}:{info['arch']['name']}"
+        with _hub_errors(repo_id, revision):
+            return api.upload_folder(
+                repo_id=repo_id, folder_path=folder, revision=revision,
+                commit_message=commit_message or f"Upload init of {label} (seed {seed})",
+                delete_patterns=["*.safetensors", INDEX_FILE])
+
+
+def pull_init(repo_id: str, revision: str | None = None, out: str | os.PathLike | None = None,
+              token: str | None = None) -> Path:
+    """Download an init (safetensors, index, ``config.json``, card) and check it is complete.
+
+    Returns the snapshot folder in the Hub cache or, with ``out``, the folder ``out``: it
+    must not exist yet (or be empty), and appears all at once, only after every file was
+    checked. A truncated or corrupt file raises :class:`CheckpointError`.
+    """
+    folder = _snapshot(repo_id, revision, token, INIT_FILES)
+    files = _init_files(folder, _where(repo_id, folder))
+    if out is None:
+        return folder
+    extras = [folder / name for name in (INDEX_FILE, CONFIG_FILE, CARD_FILE)]
+    return _copy_new_folder([*files, *(p for p in extras if p.is_file())], Path(out))
+
+
+def from_hub(repo_id: str, model: nn.Module | None = None, *, revision: str | None = None,
+             strict: bool = True, token: str | None = None) -> nn.Module:
+    """Load an init from the Hub (or a folder :func:`pull_init` wrote) into a model.
+
+    Args:
+        repo_id: ``"owner/name"``, or a local folder.
+        model: the module to fill; by default it is built from the architecture stored in
+            ``config.json``, on CPU, in the init's dtype. A module with parameters on ``meta``
+            gets the loaded tensors; a real one is filled in place. Tied parameters stay tied.
+        revision: a branch, tag or commit sha (default ``main``).
+        strict: whether keys missing from the init or absent from the model are errors
+            (shapes and dtypes must always match).
+
+    Raises:
+        CheckpointError: the repo or revision does not exist, a file is truncated or
+            corrupt, or the init does not fit the model (the first mismatches are listed).
+    """
+    if Path(repo_id).is_dir():
+        folder, where = Path(repo_id), repo_id
+    else:
+        folder = _snapshot(repo_id, revision, token, INIT_FILES)
+        where = _where(repo_id, folder)
+    files = _init_files(folder, where)
+    if model is None:
+        model = _build(folder, where)
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state.update(load_file(file))
+    _check_fits(model, state, strict, where)
+    _load(model, state, strict)
+    return model
+
+
+def _transformers_config(arch: dict[str, Any]) -> dict[str, Any]:
+    """For ``hf:`` specs, the full ``transformers`` config (``AutoConfig`` reads it back)."""
+    if arch["source"] != "hf":
+        return {}
+    model = graphs.resolve(arch).build()  # parameters on meta: costs no memory
+    return {**model.config.to_dict(), "architectures": [type(model).__name__]}
+
+
+def _model_card(repo_id: str, revision: str | None, info: dict[str, Any]) -> str:
+    """README.md: YAML front matter the Hub indexes, then what the init is and how to load it."""
+    arch = info["arch"]
+    label = f"{arch['source']}:{arch['name']}"
+    tags = ["hyperinit", "initialization", f"hyperinit-{arch['source']}"]
+    front = ModelCardData(library_name="hyperinit", tags=tags).to_yaml()
+    rev = revision or "main"
+    return f"""---
+{front}
+---
+
+# Initial parameters for `{label}`
+
+Untrained parameters predicted by a hyperinit generator: a starting point for training,
+not a trained model.
+
+| | |
+|---|---|
+| architecture | `{json.dumps(arch, sort_keys=True)}` |
+| arch hash | `{info['arch_hash']}` |
+| generator | `{info['generator']}` |
+| seed | {info['seed']} |
+| dtype | {info['dtype'] or "the model's"} |
+| revision | `{rev}` |
+
+## Load
+
+```python
+import hyperinit
+
+model = hyperinit.from_hub("{repo_id}", revision="{rev}")
+```
+
+or download the files with `hyperinit pull {repo_id} --revision {rev} --out init/`.
+"""
+
+
+def _build(folder: Path, where: str) -> nn.Module:
+    """The model ``config.json`` names, rebuilt from registries (never from a repo's import)."""
+    try:
+        info = json.loads((folder / CONFIG_FILE).read_text())["hyperinit"]
+        arch = dict(info["arch"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(
+            f"{where} has no {CONFIG_FILE} with a 'hyperinit' section, so its architecture is "
+            "unknown: pass the model to load into (model=...)") from err
+    if arch.get("source") == "python":
+        raise CheckpointError(
+            f"{where} was made for {arch.get('name')!r}, a user's own class, which from_hub "
+            "never imports: build that model yourself and pass it (model=...)")
+    name = str(arch.get("name", ""))
+    if arch.get("source") == "hf" and (name.endswith(".json") or "/" in name or os.sep in name):
+        arch["name"] = str(folder / CONFIG_FILE)  # a local path of the pusher: use the full copy
+    model = graphs.resolve(arch).build()
+    return model.to(_dtype(info["dtype"])) if info.get("dtype") else model
+
+
+def _check_fits(model: nn.Module, state: dict[str, torch.Tensor], strict: bool,
+                where: str) -> None:
+    """Raise before touching ``model`` unless every tensor fits it by name, shape and dtype."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unmaterialized = [k for k in missing if expected[k].is_meta]  # would stay without storage
+    problems = []
+    if strict and missing:
+        problems.append(f"{len(missing)} missing from the init ({_first(missing)})")
+    elif unmaterialized:
+        problems.append(f"{len(unmaterialized)} missing from the init while the model has "
+                        f"them on meta ({_first(unmaterialized)})")
+    unexpected = [k for k in state if k not in expected]
+    if strict and unexpected:
+        problems.append(f"{len(unexpected)} not in the model ({_first(unexpected)})")
+    shared = [k for k in state if k in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+              for k in shared if state[k].shape != expected[k].shape]
+    if shapes:
+        problems.append(f"{len(shapes)} with other shapes, init vs model ({_first(shapes)})")
+    dtypes = [f"{k} {state[k].dtype} vs {expected[k].dtype}"
+              for k in shared if state[k].dtype != expected[k].dtype]
+    if dtypes:
+        problems.append(f"{len(dtypes)} with other dtypes, init vs model ({_first(dtypes)}); "
+                        "cast the model first, e.g. model.to(torch.bfloat16)")
+    if problems:
+        raise CheckpointError(
+            f"the init {where} does not fit {type(model).__name__}: " + "; ".join(problems)
+            + ". Pass the model it was made for, or model=None to build it from config.json")
+
+
+def _first(items: list[str], n: int = 3) -> str:
+    return ", ".join(items[:n]) + (", ..." if len(items) > n else "")
+
+
+def _load(model: nn.Module, state: dict[str, torch.Tensor], strict: bool) -> None:
+    """Load ``state``; meta tensors are replaced by the loaded ones, then ties are restored."""
+    assign = any(t.is_meta for t in model.state_dict().values())
+    ties: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        ties.setdefault(id(param), []).append(name)
+    state = OrderedDict(state)
+    state._metadata = model.state_dict()._metadata  # module versions (MNASNet checks them)
+    model.load_state_dict(state, strict=strict, assign=assign)
+    for first, *aliases in ties.values():
+        for alias in aliases:
+            owner, _, leaf = alias.rpartition(".")
+            setattr(model.get_submodule(owner), leaf, model.get_parameter(first))
+
+
+# ----- files and errors -----------------------------------------------------------------
+def _init_files(folder: Path, where: str) -> list[Path]:
+    """The safetensors files of an init folder, each checked complete (header and data)."""
+    index = folder / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            names = list(dict.fromkeys(weight_map.values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"{where}: {INDEX_FILE} is not a valid shard index: {err}") \
+                from err
+        if not all(isinstance(n, str) and Path(n).name == n for n in names):
+            raise CheckpointError(f"{where}: {INDEX_FILE} names files outside its folder")
+    elif (folder / SINGLE_FILE).is_file():
+        weight_map, names = None, [SINGLE_FILE]
+    else:
+        raise CheckpointError(f"{where} has neither {SINGLE_FILE} nor {INDEX_FILE}: it is not "
+                              "an init (publish one with hyperinit.push_init)")
+    found: dict[str, str] = {}
+    for name in names:
+        if not (folder / name).is_file():
+            raise CheckpointError(f"{where}: {INDEX_FILE} lists {name}, which is missing")
+        try:
+            with safe_open(folder / name, "pt") as f:
+                found.update(dict.fromkeys(f.keys(), name))
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(
+                f"{where}: {name} is not a complete safetensors file ({err}); it is truncated "
+                "or corrupt on the Hub: push the init again, or pick another revision") from err
+    if weight_map is not None and found != weight_map:
+        raise CheckpointError(f"{where}: the shards do not hold the tensors {INDEX_FILE} lists")
+    return [folder / name for name in names]
+
+
+def _copy_new_folder(files: list[Path], out: Path) -> Path:
+    """Copy ``files`` into a new folder ``out``, which appears whole or not at all."""
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise OutputPathError(f"{out} already exists: pull into a new or empty folder")
+    check_writable(out.parent)
+    staging = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
+    staging.mkdir()
+    try:
+        for file in files:
+            shutil.copyfile(file, staging / file.name)  # follows the cache's symlinks
+        os.replace(staging, out)  # atomic; replaces an empty folder
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def _where(repo_id: str, snapshot: Path) -> str:
+    return f"{repo_id}@{snapshot.name}"  # cache snapshot folders are named by commit sha
+
+
+def _prepare_repo(api: HfApi, repo_id: str, revision: str | None,
+                  private: bool | None) -> str:
+    """Create the repo and the branch ``revision`` if missing; returns the full repo id."""
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    if revision is not None:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    return repo_id
+
+
+def _snapshot(repo_id: str, revision: str | None, token: str | None,
+              patterns: list[str]) -> Path:
+    """The cache folder with ``patterns`` of ``repo_id`` at ``revision``, downloaded if needed."""
+    with _hub_errors(repo_id, revision):
+        return Path(snapshot_download(repo_id, revision=revision, token=token,
+                                      allow_patterns=patterns))
+
+
+@contextmanager
+def _hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
+    """Turn the Hub client's errors into ones that say what to do."""
+    endpoint = constants.ENDPOINT
+    try:
+        yield
+    except RevisionNotFoundError as err:
+        raise CheckpointError(
+            f"{repo_id} on {endpoint} has no revision {revision!r}: give an existing branch, "
+            "tag or commit sha (see HfApi().list_repo_refs)") from err
+    except RepositoryNotFoundError as err:
+        raise CheckpointError(
+            f"there is no model repo {repo_id!r} on {endpoint}: check the name (a private "
+            "repo also needs a token)") from err
+    except LocalEntryNotFoundError as err:
+        raise CheckpointError(
+            f"{repo_id}@{revision or 'main'} is not in the Hub cache ({constants.HF_HUB_CACHE}) "
+            f"and {endpoint} cannot be reached (offline mode: HF_HUB_OFFLINE="
+            f"{int(constants.HF_HUB_OFFLINE)}): download it once while online") from err
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else None
+        if status in (401, 403):
+            raise PermissionError(
+                f"{endpoint} refused access to {repo_id} (HTTP {status}): pass a token with "
+                "write access (token=... or --token, or HF_TOKEN), or log in with "
+                "`hf auth login`") from err
+        raise

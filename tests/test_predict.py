@@ -1,0 +1,295 @@
+"""The hypernetwork engine: predicted state dicts, files, checkpoints and bad inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from huggingface_hub import load_torch_model
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch.func import functional_call
+
+import graphs
+import hyperinit
+from hyperinit.decoder import matrix_shape
+
+TINY = hyperinit.GHNConfig(hidden=16, layers=1, heads=2, rank=4, features=8)
+# One or two of each family; the slow tier runs all 80 torchvision classifiers.
+FAST_TORCHVISION = ["resnet18", "mobilenet_v3_small", "squeezenet1_0", "shufflenet_v2_x0_5",
+                    "regnet_x_400mf", "mnasnet0_5", "efficientnet_b0", "densenet121",
+                    "googlenet", "convnext_tiny", "swin_t", "vit_b_32", "maxvit_t"]
+HF = {"gpt2": {"n_layer": 2, "n_embd": 64, "n_head": 4},
+      "llama": {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000},
+      "bert": {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+               "intermediate_size": 128},
+      "vit": {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+              "intermediate_size": 128, "image_size": 32, "patch_size": 4},
+      "t5": {"num_layers": 2, "d_model": 64, "d_ff": 128, "num_heads": 4, "d_kv": 16}}
+
+
+@pytest.fixture(scope="module")
+def ghn() -> hyperinit.GraphHyperNetwork:
+    torch.manual_seed(0)
+    return hyperinit.GraphHyperNetwork(TINY).eval()
+
+
+def check_prediction(spec: graphs.ArchSpec, ghn) -> None:
+    """Keys, shapes and dtypes equal the model's state dict, and a forward pass is finite."""
+    state = hyperinit.predict_state_dict(spec, ghn)
+    reference = spec.build().state_dict()
+    assert list(state) and set(state) == set(reference)
+    for name, tensor in state.items():
+        assert tensor.shape == reference[name].shape, name
+        assert tensor.dtype == reference[name].dtype, name
+        assert tensor.device.type == "cpu" and torch.isfinite(tensor.float()).all(), name
+    model = spec.build()
+    model.load_state_dict(state, strict=True, assign=True)
+    inputs = spec.example_inputs()
+    if isinstance(inputs, dict):
+        inputs = {k: torch.randn_like(v) if v.is_floating_point() else v
+                  for k, v in inputs.items()}
+    with torch.no_grad():
+        out = model(**inputs) if isinstance(inputs, dict) else model(torch.randn_like(inputs))
+    logits = out if isinstance(out, torch.Tensor) else out[0]
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", FAST_TORCHVISION)
+def test_torchvision_prediction(name, ghn):
+    check_prediction(graphs.resolve(f"torchvision:{name}", num_classes=10), ghn)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", torchvision.models.list_models(module=torchvision.models))
+def test_every_torchvision_prediction(name, ghn):
+    check_prediction(graphs.resolve(f"torchvision:{name}", num_classes=10), ghn)
+
+
+@pytest.mark.parametrize("model_type", HF)
+def test_transformers_prediction(model_type, ghn):
+    check_prediction(graphs.resolve(f"hf:{model_type}", **HF[model_type]), ghn)
+
+
+def test_tied_weights_stay_tied(ghn):
+    model = hyperinit.predict("hf:gpt2", ghn, **HF["gpt2"])
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert model.lm_head.weight.device.type == "cpu"
+
+
+def test_predict_fills_a_real_module_in_place(ghn):
+    model = torchvision.models.resnet18(num_classes=10)
+    model.bn1.running_mean.fill_(3.0)
+    before = model.conv1.weight.clone()
+    assert hyperinit.predict(model, ghn) is model
+    assert not torch.equal(before, model.conv1.weight)
+    assert torch.equal(model.bn1.running_mean, torch.zeros(64))
+    expected = hyperinit.predict_state_dict("torchvision:resnet18", ghn, num_classes=10)
+    assert torch.equal(model.conv1.weight, expected["conv1.weight"])
+
+
+def test_output_statistics_follow_the_layer(ghn):
+    state = hyperinit.predict_state_dict("torchvision:resnet18", ghn, num_classes=10)
+    conv = state["layer1.0.conv1.weight"]  # fan-in 64*3*3
+    assert 0.3 / math.sqrt(576) < conv.std() < 3 / math.sqrt(576)
+    assert abs(conv.mean()) < 0.1 * conv.std()
+    assert (state["bn1.weight"] - 1).abs().max() < 1 and state["bn1.bias"].abs().max() <= 0.1
+    assert torch.equal(state["bn1.running_var"], torch.ones(64))
+
+
+def test_same_seed_same_bytes_other_seed_other_tensor(tmp_path, ghn):
+    paths = [tmp_path / f"{i}.safetensors" for i in range(3)]
+    for path, seed in zip(paths, (7, 7, 8), strict=True):
+        hyperinit.save_init("torchvision:resnet18", path, ghn, seed=seed, num_classes=10)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    a, c = load_file(paths[0]), load_file(paths[2])
+    assert not torch.equal(a["conv1.weight"], c["conv1.weight"])
+    assert abs(a["conv1.weight"].std() / c["conv1.weight"].std() - 1) < 0.05
+
+
+def test_save_load_round_trip_and_metadata(tmp_path, ghn):
+    path = tmp_path / "init.safetensors"
+    [written] = hyperinit.save_init("torchvision:resnet18", path, ghn, seed=3, num_classes=10)
+    assert written == path and sorted(os.listdir(tmp_path)) == ["init.safetensors"]
+    expected = hyperinit.predict_state_dict("torchvision:resnet18", ghn, seed=3, num_classes=10)
+    loaded = load_file(path)
+    assert set(loaded) == set(expected)
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+    assert meta["format"] == "pt" and meta["hyperinit.seed"] == "3"
+    assert meta["hyperinit.version"] == hyperinit.__version__
+    assert json.loads(meta["hyperinit.arch"]) == {
+        "source": "torchvision", "name": "resnet18", "kwargs": {"num_classes": 10}}
+    assert meta["hyperinit.arch_hash"] == graphs.build(
+        graphs.resolve("torchvision:resnet18", num_classes=10)).arch_hash
+    assert meta["hyperinit.generator"] == "in-memory@unsaved"
+    torchvision.models.resnet18(num_classes=10).load_state_dict(loaded, strict=True)
+
+
+def test_dtype_option(tmp_path, ghn):
+    path = tmp_path / "half.safetensors"
+    hyperinit.save_init("torchvision:resnet18", path, ghn, num_classes=10, dtype="bfloat16")
+    state = load_file(path)
+    assert state["conv1.weight"].dtype == torch.bfloat16
+    assert state["bn1.num_batches_tracked"].dtype == torch.int64
+    with pytest.raises(ValueError, match="float16"):
+        hyperinit.save_init("torchvision:resnet18", tmp_path / "x.safetensors", ghn,
+                            dtype="float8")
+
+
+def test_sharded_output_loads_with_huggingface_hub(tmp_path, ghn):
+    folder = tmp_path / "init"
+    files = hyperinit.save_init("hf:gpt2", folder, ghn, max_shard_size=200_000, **HF["gpt2"])
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    shards = sorted({*index["weight_map"].values()})
+    assert len(shards) > 2 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    assert [f.name for f in files] == [*shards, "model.safetensors.index.json"]
+    model = graphs.resolve("hf:gpt2", **HF["gpt2"]).build().to_empty(device="cpu")
+    load_torch_model(model, folder, strict=True)
+    expected = hyperinit.predict_state_dict("hf:gpt2", ghn, **HF["gpt2"])
+    assert torch.equal(model.transformer.h[1].mlp.c_fc.weight,
+                       expected["transformer.h.1.mlp.c_fc.weight"])
+    small = hyperinit.save_init("hf:gpt2", tmp_path / "one", ghn, **HF["gpt2"])
+    assert [f.name for f in small] == ["model.safetensors"]
+
+
+def _periodic(w: torch.Tensor) -> bool:
+    """Whether some period p dividing the rows makes the tensor repeat along its rows."""
+    rows = w.shape[0]
+    return any(torch.allclose(w[p:], w[:-p], rtol=1e-4, atol=1e-7)
+               for p in range(1, rows // 2 + 1) if rows % p == 0)
+
+
+def test_no_tensor_is_a_tiled_block(ghn):
+    state = hyperinit.predict_state_dict("torchvision:resnet18", ghn, num_classes=10)
+    checked = 0
+    for name, tensor in state.items():
+        if not name.endswith("weight") or tensor.dim() < 2:
+            continue
+        view = tensor.reshape(matrix_shape(tuple(tensor.shape)))
+        assert not _periodic(view) and not _periodic(view.T), name
+        checked += 1
+    assert checked == 21
+
+
+def test_widths_never_seen_work(ghn):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4099), torch.nn.ReLU(),
+                                torch.nn.Linear(4099, 5))
+    state = hyperinit.predict_state_dict(model, ghn)
+    assert state["0.weight"].shape == (4099, 3) and torch.linalg.matrix_rank(
+        state["2.weight"]) == min(5, TINY.rank)
+
+
+def test_differentiable_path_trains_the_generator(ghn):
+    spec = graphs.resolve("torchvision:resnet18", num_classes=10)
+    graph, model = graphs.build(spec), spec.build()
+    buffers = {k: v for k, v in model.state_dict().items() if k.endswith(("mean", "var"))}
+    trainable = hyperinit.GraphHyperNetwork(TINY)
+    (params,) = trainable([graph])
+    model.train()
+    out = functional_call(model, {**params, **buffers}, (torch.randn(4, 3, 32, 32),))
+    torch.nn.functional.cross_entropy(out, torch.arange(4)).backward()
+    grads = [p.grad for p in trainable.parameters() if p.grad is not None]
+    assert len(grads) > 10 and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_calibrate_batchnorm_estimates_statistics(ghn):
+    batches = [torch.randn(8, 3, 32, 32) * 2 + 1 for _ in range(3)]
+    model = hyperinit.predict("torchvision:resnet18", ghn, num_classes=10, calibration=batches)
+    assert abs(model.bn1.running_var.mean() - 1) > 0.05  # not the reset value any more
+    assert model.bn1.num_batches_tracked == 3 and model.bn1.momentum == 0.1
+
+
+# ----- checkpoints -----------------------------------------------------------------------
+def test_generator_checkpoint_round_trip(tmp_path, ghn):
+    ghn.save_pretrained(tmp_path / "gen")
+    assert sorted(os.listdir(tmp_path / "gen")) == ["README.md", "config.json",
+                                                    "model.safetensors"]
+    loaded = hyperinit.load_generator(tmp_path / "gen")
+    assert loaded.config == TINY
+    a = hyperinit.predict_state_dict("torchvision:resnet18", ghn, num_classes=10)
+    b = hyperinit.predict_state_dict("torchvision:resnet18", loaded, num_classes=10)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    path = tmp_path / "x.safetensors"
+    hyperinit.save_init("torchvision:resnet18", path, tmp_path / "gen", num_classes=10)
+    with safe_open(path, "pt") as f:
+        assert f.metadata()["hyperinit.generator"].startswith("gen@")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "mismatch", "missing", "config"])
+def test_bad_checkpoints_give_clear_errors(tmp_path, ghn, damage):
+    folder = tmp_path / "gen"
+    ghn.save_pretrained(folder)
+    weights = folder / "model.safetensors"
+    if damage == "garbage":
+        weights.write_bytes(b"\x00not a safetensors file" * 10)
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "mismatch":
+        save_file(hyperinit.GraphHyperNetwork(hyperinit.GHNConfig(hidden=32)).state_dict(),
+                  weights)
+    elif damage == "missing":
+        weights.unlink()
+    else:
+        (folder / "config.json").write_text('{"config": {"hidden": "wide"}}')
+    with pytest.raises(hyperinit.CheckpointError, match=str(folder.name)):
+        hyperinit.load_generator(folder)
+
+
+def test_unknown_generator_lists_valid_ones():
+    with pytest.raises(hyperinit.CheckpointError, match="untrained"):
+        hyperinit.load_generator("no-such-generator")
+
+
+# ----- bad inputs and outputs ------------------------------------------------------------
+def test_unknown_architecture(tmp_path, ghn):
+    with pytest.raises(graphs.UnknownArchitectureError, match="resnet18"):
+        hyperinit.save_init("torchvision:resnet81", tmp_path / "x.safetensors", ghn)
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_and_read_only_output_folders(tmp_path, ghn):
+    with pytest.raises(hyperinit.OutputPathError, match="does not exist"):
+        hyperinit.save_init("torchvision:resnet18", tmp_path / "no" / "x.safetensors", ghn)
+    # /proc refuses new files even to root, unlike a chmod-ed folder.
+    with pytest.raises(hyperinit.OutputPathError, match="not writable"):
+        hyperinit.save_init("torchvision:resnet18", Path("/proc/x.safetensors"), ghn)
+
+
+def test_failure_mid_stream_leaves_no_file(tmp_path, ghn, monkeypatch):
+    real = hyperinit.GraphHyperNetwork.iter_tensors
+
+    def failing(self, *args, **kwargs):
+        for i, item in enumerate(real(self, *args, **kwargs)):
+            if i == 5:
+                raise RuntimeError("generator crashed")
+            yield item
+
+    monkeypatch.setattr(hyperinit.GraphHyperNetwork, "iter_tensors", failing)
+    with pytest.raises(RuntimeError, match="crashed"):
+        hyperinit.save_init("torchvision:resnet18", tmp_path / "x.safetensors", ghn)
+    with pytest.raises(RuntimeError, match="crashed"):
+        hyperinit.save_init("hf:gpt2", tmp_path / "d", ghn, max_shard_size=1, **HF["gpt2"])
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_cli_predict_reports(tmp_path, capsys, ghn):
+    from hyperinit.cli import main
+
+    ghn.save_pretrained(tmp_path / "gen")
+    out = tmp_path / "r.safetensors"
+    code = main(["predict", "torchvision:resnet18", "--num-classes", "10", "--out", str(out),
+                 "--generator", str(tmp_path / "gen"), "--seed", "2", "--dtype", "float16"])
+    captured = capsys.readouterr()
+    assert code == 0 and out.is_file()
+    assert "arch_hash" in captured.out and "MB" in captured.out and "gen@" in captured.err
+    assert load_file(out)["fc.weight"].dtype == torch.float16
+    assert main(["predict", "torchvision:resnet18", "--out", str(tmp_path / "no/x")]) == 2
+    assert "does not exist" in capsys.readouterr().err
