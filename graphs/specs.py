@@ -39,6 +39,10 @@ HF_SIZES: dict[str, tuple[str, dict[str, Any]]] = {
     "vit-base": ("vit", {}),
 }
 TEXT_LENGTH = 16
+# Constructor options that read files or download weights: never accepted in a spec.
+_FILE_OPTIONS = frozenset({"weights", "pretrained", "checkpoint_path", "pretrained_cfg",
+                           "pretrained_cfg_overlay", "cache_dir", "pretrained_model_name_or_path",
+                           "weights_backbone"})
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,11 @@ def resolve(spec: str | dict[str, Any] | ArchSpec | nn.Module, num_classes: int 
         raise UnknownArchitectureError(
             f"{spec!r} is not a spec: write SOURCE:NAME with SOURCE one of {', '.join(SOURCES)} "
             "(for example 'torchvision:resnet50' or 'hf:gpt2')")
+    refused = sorted(set(kwargs) & _FILE_OPTIONS)
+    if refused:
+        raise UnknownArchitectureError(
+            f"options {refused} load weights or files; specs describe architectures only "
+            "(hyperinit predicts the weights)")
     if num_classes is not None:
         kwargs["num_labels" if source == "hf" else "num_classes"] = int(num_classes)
     _CHECKS[source](name)

@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 from .errors import CheckpointError, OutputPathError  # noqa: E402
 from .ghn import GHNConfig, GraphHyperNetwork  # noqa: E402
+from .hub import from_hub, pull_init, push_generator, push_init  # noqa: E402
 from .predict import (  # noqa: E402
     calibrate_batchnorm,
     list_generators,
@@ -24,9 +25,13 @@ __all__ = [
     "GraphHyperNetwork",
     "OutputPathError",
     "calibrate_batchnorm",
+    "from_hub",
     "list_generators",
     "load_generator",
     "predict",
     "predict_state_dict",
+    "pull_init",
+    "push_generator",
+    "push_init",
     "save_init",
 ]

@@ -109,34 +109,38 @@ class LowRankDecoder(nn.Module):
         h = h + self.ndim(torch.tensor([min(len(s), 7) for s in shapes], device=dev))
         return self.mlp(h)
 
-    def tensor(self, hidden: torch.Tensor, role: str, shape: tuple[int, ...],
-               offset: torch.Tensor) -> torch.Tensor:
-        """Build and scale one tensor from its hidden vector (``(8*dim,)``)."""
+    def heads(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Low-rank factors ``(P, 2, features, rank)``, vector coefficients ``(P, features
+        + 1)`` and log-gains ``(P,)`` of every parameter, in one batched pass."""
+        uv = self.uv(hidden).view(-1, 2, self.features, self.rank)
+        return uv, self.vector(hidden), self.gain(hidden)[:, 0]
+
+    def tensor(self, uv: torch.Tensor, vector: torch.Tensor, log_gain: torch.Tensor, role: str,
+               shape: tuple[int, ...], offset: torch.Tensor) -> torch.Tensor:
+        """Build and scale one tensor from its row of :meth:`heads`."""
         view = matrix_shape(shape)
         if len(view) == 2:
-            uv = self.uv(hidden).view(2, self.features, self.rank)
             a = self.phi(view[0], offset[0]) @ uv[0]
             b = self.phi(view[1], offset[1]) @ uv[1]
             raw = from_matrix(a @ b.T, shape)
         elif len(view) == 1:
-            out = self.vector(hidden)
-            raw = (self.phi(view[0], offset[0]) @ out[:-1]).reshape(shape)
+            raw = (self.phi(view[0], offset[0]) @ vector[:-1]).reshape(shape)
         else:
-            raw = self.vector(hidden)[-1].reshape(shape)
-        return scale(raw, role, shape, self.gain(hidden)[0])
+            raw = vector[-1].reshape(shape)
+        return scale(raw, role, shape, log_gain)
 
 
 def scale(raw: torch.Tensor, role: str, shape: tuple[int, ...],
           log_gain: torch.Tensor) -> torch.Tensor:
     """Map a raw tensor to the statistics its layer needs.
 
-    * weights: zero-mean, std ``gain / sqrt(fan_in)`` (``gain`` learned, ``e^[-1, 1]``);
+    * weights: zero-mean, std ``gain / sqrt(fan_in)`` (``gain`` learned, ``e^[-2, 2]``);
     * norm weights and multiplicative scales: ``2 * sigmoid(raw / 2)``, so ``raw = 0``
       gives 1 (the GHN-2 rule);
     * biases and norm biases: ``0.1 * tanh(raw)``;
     * embeddings, positional embeddings and tokens: std ``0.02 * gain``.
     """
-    gain = torch.exp(torch.tanh(log_gain))
+    gain = torch.exp(2 * torch.tanh(log_gain))
     if role in ("norm_weight", "scale"):
         return 2 * torch.sigmoid(raw / 2)
     if role in ("bias", "norm_bias"):

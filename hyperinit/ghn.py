@@ -72,9 +72,11 @@ class GraphHyperNetwork(nn.Module, PyTorchModelHubMixin, library_name="hyperinit
         params = graph.params
         hidden = self.decoder.hidden(node_emb[[p.node for p in params]], [p.role for p in params],
                                      [p.shape for p in params])
+        uv, vector, log_gain = self.decoder.heads(hidden)
         offsets = phase_offsets(seed, len(params)).to(hidden.device)
         for i, p in enumerate(params):
-            yield p.name, self.decoder.tensor(hidden[i], p.role, p.shape, offsets[i])
+            yield p.name, self.decoder.tensor(uv[i], vector[i], log_gain[i], p.role, p.shape,
+                                              offsets[i])
 
     def forward(self, graphs: list[ArchGraph], seed: int = 0) -> list[dict[str, torch.Tensor]]:
         """Predicted parameters of each graph (tied names map to the same tensor)."""

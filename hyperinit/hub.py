@@ -153,9 +153,14 @@ def pull_init(repo_id: str, revision: str | None = None, out: str | os.PathLike 
               token: str | None = None) -> Path:
     """Download an init (safetensors, index, ``config.json``, card) and check it is complete.
 
-    Returns the snapshot folder in the Hub cache or, with ``out``, the folder ``out``: it
-    must not exist yet (or be empty), and appears all at once, only after every file was
-    checked. A truncated or corrupt file raises :class:`CheckpointError`.
+    Returns the snapshot folder in the Hub cache (read-only: its files are links into the
+    cache) or, with ``out``, the folder ``out``, which appears all at once, only after every
+    file was checked.
+
+    Raises:
+        CheckpointError: the repo or revision does not exist, or a file is truncated or
+            corrupt (then ``out`` is not created).
+        OutputPathError: ``out`` exists and is not an empty folder, or its parent is missing.
     """
     folder = _snapshot(repo_id, revision, token, INIT_FILES)
     files = _init_files(folder, _where(repo_id, folder))
@@ -256,9 +261,8 @@ def _build(folder: Path, where: str) -> nn.Module:
         raise CheckpointError(
             f"{where} was made for {arch.get('name')!r}, a user's own class, which from_hub "
             "never imports: build that model yourself and pass it (model=...)")
-    name = str(arch.get("name", ""))
-    if arch.get("source") == "hf" and (name.endswith(".json") or "/" in name or os.sep in name):
-        arch["name"] = str(folder / CONFIG_FILE)  # a local path of the pusher: use the full copy
+    if arch.get("source") == "hf":  # the full config pushed with the init, not local defaults
+        arch["name"] = str(folder / CONFIG_FILE)
     model = graphs.resolve(arch).build()
     return model.to(_dtype(info["dtype"])) if info.get("dtype") else model
 
@@ -300,13 +304,13 @@ def _first(items: list[str], n: int = 3) -> str:
 
 def _load(model: nn.Module, state: dict[str, torch.Tensor], strict: bool) -> None:
     """Load ``state``; meta tensors are replaced by the loaded ones, then ties are restored."""
-    assign = any(t.is_meta for t in model.state_dict().values())
+    current = model.state_dict()
     ties: dict[int, list[str]] = {}
     for name, param in model.named_parameters(remove_duplicate=False):
         ties.setdefault(id(param), []).append(name)
     state = OrderedDict(state)
-    state._metadata = model.state_dict()._metadata  # module versions (MNASNet checks them)
-    model.load_state_dict(state, strict=strict, assign=assign)
+    state._metadata = current._metadata  # module versions, as in state_dict() (MNASNet checks)
+    model.load_state_dict(state, strict=strict, assign=any(t.is_meta for t in current.values()))
     for first, *aliases in ties.values():
         for alias in aliases:
             owner, _, leaf = alias.rpartition(".")

@@ -59,6 +59,10 @@ def load_generator(generator: Generator = None) -> GraphHyperNetwork:
     if isinstance(generator, GraphHyperNetwork):
         return generator
     name = str(generator) if generator is not None else default_generator()
+    if name.startswith("hub:"):  # hub:OWNER/NAME[@REVISION]
+        from .hub import resolve_generator  # imported here: hub imports this module
+
+        return resolve_generator(name)
     if name == UNTRAINED:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
@@ -69,7 +73,8 @@ def load_generator(generator: Generator = None) -> GraphHyperNetwork:
     if not path.is_dir():
         raise CheckpointError(
             f"unknown generator {name!r}: give a directory with config.json and "
-            f"{WEIGHTS_FILE}, or one of {', '.join(list_generators())}")
+            f"{WEIGHTS_FILE}, hub:OWNER/NAME[@REVISION], or one of "
+            f"{', '.join(list_generators())}")
     try:
         model = GraphHyperNetwork.from_pretrained(str(path))
     except (ValueError, TypeError) as err:
@@ -86,6 +91,8 @@ def generator_id(generator: GraphHyperNetwork) -> str:
     path = getattr(generator, "name_or_path", "")
     if path == UNTRAINED:
         return f"{UNTRAINED}@seed0"
+    if path.startswith("hub:"):  # hub:OWNER/NAME@COMMIT_SHA, set by hub.resolve_generator
+        return path
     weights = Path(path) / WEIGHTS_FILE
     if weights.is_file():
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]

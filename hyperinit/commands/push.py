@@ -14,8 +14,9 @@ from ._arch import _json_object, spec_from_args
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("push", help="publish an init (or a generator) to the Hugging Face Hub",
                        description=__doc__)
-    p.add_argument("arch", nargs="?", help="architecture spec of the init: torchvision:NAME, "
-                                           "hf:MODEL_TYPE, timm:NAME or python:module:Class")
+    p.add_argument("arch", nargs="?", metavar="ARCH",
+                   help="architecture spec of the init: torchvision:NAME, hf:MODEL_TYPE, "
+                        "timm:NAME or python:module:Class")
     p.add_argument("--repo", required=True, metavar="OWNER/NAME", help="Hub model repo")
     p.add_argument("--generator-dir", metavar="DIR",
                    help="publish this generator checkpoint (or shipped name) instead of an init")

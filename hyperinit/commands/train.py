@@ -1,0 +1,29 @@
+"""`hyperinit train [--config FILE] [key=value ...]`: train a graph hypernetwork.
+
+Options come from training.config.TrainConfig; a TOML/YAML file and key=value overrides
+set them (overrides win). A run resumes from OUT/checkpoint.pt when it exists. For many
+processes or machines, launch with torchrun, e.g.
+``torchrun --nproc_per_node 2 -m hyperinit.cli train out=runs/x``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a graph hypernetwork", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="a .toml or .yaml file of TrainConfig options")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="option overrides, e.g. steps=200 task=text out=runs/text")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.trainer import train
+
+    exported = train(load_config(args.config, args.overrides))
+    print(f"generator written to {exported} (use it with --generator {exported})")
+    return 0

@@ -1,0 +1,66 @@
+"""Training the generators: data, architecture samplers, trainers and evaluation.
+
+``data`` loads CIFAR-10 and tiny-shakespeare from ``../shared/data`` into tensors and
+serves reproducible, resumable batches; ``samplers`` draws the architectures a generator
+is trained on and lists the held-out ones it is evaluated on.
+"""
+
+from .data import (
+    CIFAR10_CLASSES,
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CharText,
+    ImageBatches,
+    TextBatches,
+    eval_batches,
+    load_cifar10,
+    load_text,
+    normalize,
+    random_crop_flip,
+    text_eval_batches,
+)
+from .samplers import (
+    HELD_OUT_SEED_START,
+    ConvNeXtLike,
+    GPTLike,
+    HeldOut,
+    Mixed,
+    MobileNetLike,
+    RandomCNN,
+    ResNetLike,
+    Sampler,
+    VGGLike,
+    ViTLike,
+    held_out,
+    image_samplers,
+    mixed,
+)
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "HELD_OUT_SEED_START",
+    "CharText",
+    "ConvNeXtLike",
+    "GPTLike",
+    "HeldOut",
+    "ImageBatches",
+    "Mixed",
+    "MobileNetLike",
+    "RandomCNN",
+    "ResNetLike",
+    "Sampler",
+    "TextBatches",
+    "VGGLike",
+    "ViTLike",
+    "eval_batches",
+    "held_out",
+    "image_samplers",
+    "load_cifar10",
+    "load_text",
+    "mixed",
+    "normalize",
+    "random_crop_flip",
+    "text_eval_batches",
+]

@@ -1,0 +1,115 @@
+"""Training configuration: one plain dataclass, loadable from TOML or YAML, overridable."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+Config = TypeVar("Config")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a hypernetwork training run depends on. Defaults fit a CPU smoke run."""
+
+    task: str = "image"  # "image" (CIFAR-10 classifiers) or "text" (char-level LMs)
+    data: str | None = None  # dataset path; None: the shared CIFAR-10 zip / tiny-shakespeare
+    train_samples: int | None = None  # use only the first N training images (None: all)
+    out: str = "runs/ghn"
+    # architectures
+    arch_pool: int = 1000  # train on sampler seeds 0..arch_pool-1 (a fixed "1K" set)
+    meta_batch: int = 4  # architectures per step
+    prebuild_workers: int = 0  # >0: build the whole pool up front in this many processes
+    # data
+    batch_size: int = 64
+    block_size: int = 128  # text only
+    # optimization (LoGAH's recipe by default)
+    steps: int = 1000
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    reg: float = 3e-5  # weight of the sum of predicted tensors' Frobenius norms (GHN-3)
+    # generator size (hyperinit.GHNConfig)
+    hidden: int = 64
+    layers: int = 3
+    heads: int = 8
+    rank: int = 32
+    features: int = 64
+    # run
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda"
+    amp: bool = True  # bfloat16 autocast on GPU; ignored on CPU
+    checkpoint_every: int = 100
+    log_every: int = 10
+    resume: bool = True  # continue from OUT/checkpoint.pt if it exists
+
+    def __post_init__(self) -> None:
+        if self.task not in ("image", "text"):
+            raise ValueError(f"task must be 'image' or 'text', got {self.task!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        for name in ("arch_pool", "meta_batch", "batch_size", "steps", "checkpoint_every",
+                     "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_keys(values: dict[str, Any], source: str, cls: type = TrainConfig) -> None:
+    known = [f.name for f in fields(cls)]
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(f"unknown {cls.__name__} option {key!r} in {source}{hint}; "
+                             f"options: {', '.join(known)}")
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                cls: type[Config] = TrainConfig) -> Config:
+    """A ``cls`` config from a ``.toml``/``.yaml`` file (optional) and ``key=value`` overrides.
+
+    ``cls`` is any dataclass of options (default :class:`TrainConfig`).
+
+    Unknown keys fail with the closest valid names, so a typo never trains silently
+    with a default.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        if path.suffix == ".toml":
+            import tomllib
+
+            values = tomllib.loads(path.read_text())
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(path.read_text()) or {}
+        else:
+            raise ValueError(f"config files are .toml, .yaml or .yml, got {path.name}")
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a table of options, got {type(values).__name__}")
+        _check_keys(values, str(path), cls)
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"overrides are key=value, got {item!r}")
+        _check_keys({key: None}, "overrides", cls)
+        values[key] = _parse_value(text)
+    return cls(**values)

@@ -1,0 +1,262 @@
+"""Train a graph hypernetwork: predict parameters for a meta-batch of architectures, run
+the same data batch through each, and backpropagate the averaged loss into the generator.
+
+Read top to bottom: setup (distributed, data, architectures, model, optimizer), resume,
+the loop, checkpointing. Launch on many processes with ``torchrun``: each rank draws its
+own architectures and data, gradients are averaged with ``all_reduce``, rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from tqdm import tqdm
+
+import graphs
+from hyperinit import CheckpointError, GHNConfig, GraphHyperNetwork
+
+from . import data, samplers
+from .config import TrainConfig
+
+CHECKPOINT = "checkpoint.pt"
+GENERATOR_DIR = "generator"
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class Arch:
+    """A training architecture: its structure (parameters on meta), buffers, and graph."""
+
+    name: str
+    module: nn.Module
+    buffers: dict[str, torch.Tensor]
+    graph: graphs.ArchGraph
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to ``min_lr_ratio * lr`` (a pure function of step)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def task_loss(module: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor,
+              y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``module`` run with ``state`` as its parameters and buffers."""
+    out = functional_call(module, state, (x,))
+    logits = out if isinstance(out, torch.Tensor) else out.logits
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+
+
+class Trainer:
+    """Owns one run: ``Trainer(cfg).train()``. Rank 0 logs and checkpoints."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.rank, self.world = _init_distributed(cfg)
+        self.device = _device(cfg)
+        self.out = Path(cfg.out)
+        self.sampler = samplers.mixed(cfg.task)
+        self.batches = self._batches()
+        self._pool: dict[int, Arch] = {}
+        if cfg.prebuild_workers > 0:  # before CUDA starts: worker processes fork
+            self._prebuild(cfg.prebuild_workers)
+        torch.manual_seed(cfg.seed)
+        self.ghn = GraphHyperNetwork(GHNConfig(cfg.hidden, cfg.layers, cfg.heads, cfg.rank,
+                                               cfg.features)).to(self.device)
+        if self.world > 1:  # start every rank from rank 0's weights
+            for p in self.ghn.parameters():
+                dist.broadcast(p.data, src=0)
+        self.optimizer = torch.optim.AdamW(self.ghn.parameters(), lr=cfg.lr,
+                                           weight_decay=cfg.weight_decay)
+        self.step = 0
+
+    # ----- setup --------------------------------------------------------------------------
+    def _batches(self):
+        cfg, seed = self.cfg, self.cfg.seed * 1000 + self.rank
+        if cfg.task == "image":
+            images, labels = data.load_cifar10(cfg.data, "train")
+            if cfg.train_samples:
+                images, labels = images[:cfg.train_samples], labels[:cfg.train_samples]
+            return data.ImageBatches(images.to(self.device), labels.to(self.device),
+                                     cfg.batch_size, seed=seed)
+        corpus = data.load_text(cfg.data)
+        return data.TextBatches(corpus.train.to(self.device), cfg.batch_size, cfg.block_size,
+                                seed=seed)
+
+    def _arch(self, seed: int) -> Arch:
+        """The architecture of a pool seed, built on first use and kept."""
+        if seed not in self._pool:
+            self._pool[seed] = build_arch(self.sampler, seed, self.cfg)
+        arch = self._pool[seed]
+        if arch.buffers and next(iter(arch.buffers.values())).device != self.device:
+            arch.buffers = {k: v.to(self.device) for k, v in arch.buffers.items()}
+        return arch
+
+    def _prebuild(self, workers: int) -> None:
+        """Build the whole pool in worker processes (sampling and tracing cost CPU time)."""
+        from concurrent.futures import ProcessPoolExecutor
+
+        seeds = range(self.cfg.arch_pool)
+        with ProcessPoolExecutor(workers) as pool:
+            built = pool.map(build_arch, [self.sampler] * len(seeds), seeds,
+                             [self.cfg] * len(seeds), chunksize=8)
+            self._pool = dict(zip(seeds, tqdm(built, total=len(seeds), desc="architectures",
+                                                disable=self.rank != 0), strict=True))
+
+    def arch_seeds(self, step: int) -> list[int]:
+        """The architectures of a step on this rank: a pure function of (seed, step, rank)."""
+        rng = random.Random(f"{self.cfg.seed}-{step}-{self.rank}")
+        return [rng.randrange(self.cfg.arch_pool) for _ in range(self.cfg.meta_batch)]
+
+    # ----- one step -----------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        archs = [self._arch(s) for s in self.arch_seeds(self.step)]
+        x, y = next(self.batches)
+        lr = lr_at(self.step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16,
+                                  enabled=cfg.amp and self.device.type == "cuda")
+        with autocast:
+            predicted = self.ghn([a.graph for a in archs])
+            losses = [task_loss(a.module, {**p, **_fresh(a.buffers)}, x, y)
+                      for a, p in zip(archs, predicted, strict=True)]
+            task = torch.stack(losses).mean()
+            norm = sum(t.float().norm() for p in predicted for t in p.values()) / len(archs)
+            loss = task + cfg.reg * norm
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.world > 1:
+            for p in self.ghn.parameters():
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)  # a sum: gloo has no average
+                p.grad /= self.world
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.ghn.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        return {"step": self.step, "loss": task.item(), "param_norm": norm.item(),
+                "grad_norm": float(grad_norm), "lr": lr}
+
+    # ----- the loop -----------------------------------------------------------------------
+    def train(self) -> Path:
+        """Run until ``cfg.steps``; returns the exported generator folder."""
+        cfg = self.cfg
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        if cfg.resume and (self.out / CHECKPOINT).is_file():
+            self.load_checkpoint(self.out / CHECKPOINT)
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=self.rank != 0,
+                   desc=f"ghn {cfg.task}")
+        start = time.perf_counter()
+        while self.step < cfg.steps:
+            metrics = self.train_step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+            if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                metrics["seconds"] = round(time.perf_counter() - start, 2)
+                with open(self.out / METRICS, "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                self.save_checkpoint()
+        bar.close()
+        if self.world > 1:
+            dist.barrier()
+        return self.out / GENERATOR_DIR
+
+    # ----- checkpoints --------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        """Rank 0 writes the full training state and an exported generator, atomically."""
+        if self.rank != 0:
+            return
+        state = {
+            "step": self.step,
+            "ghn": self.ghn.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "batches": self.batches.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "config": self.cfg.to_dict(),
+        }
+        tmp = self.out / f".{CHECKPOINT}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.out / CHECKPOINT)
+        staging = self.out / f".{GENERATOR_DIR}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        self.ghn.save_pretrained(staging)
+        shutil.rmtree(self.out / GENERATOR_DIR, ignore_errors=True)
+        os.replace(staging, self.out / GENERATOR_DIR)
+        from .plots import plot_metrics
+
+        plot_metrics(self.out / METRICS, self.out / "curves.png")
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore everything :meth:`save_checkpoint` wrote (our own file: weights only)."""
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+            self.ghn.load_state_dict(state["ghn"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.batches.load_state_dict(state["batches"])
+        except Exception as err:  # noqa: BLE001 - any damage means the same thing to the user
+            raise CheckpointError(
+                f"cannot resume from {path}: {err}. Delete it (or pass resume=false) to start "
+                "over") from err
+        torch.set_rng_state(state["torch_rng"].cpu())
+        self.step = int(state["step"])
+
+
+def build_arch(sampler: samplers.Mixed, seed: int, cfg: TrainConfig) -> Arch:
+    """Sample on CPU (for real buffer values), trace its graph, keep only the structure."""
+    name, module = sampler.sample(seed)
+    example = (torch.zeros(2, 3, 32, 32) if cfg.task == "image"
+               else torch.zeros(2, cfg.block_size, dtype=torch.long))
+    graph = graphs.build(module, example, name=name)
+    buffers = dict(module.named_buffers())
+    return Arch(name, module.to("meta").train(), buffers, graph)
+
+
+def _fresh(buffers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Copies of the buffers, so BatchNorm's running-stat updates never accumulate."""
+    return {k: v.clone() for k, v in buffers.items()}
+
+
+def _device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ValueError("device='cuda' but no GPU is visible")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def _init_distributed(cfg: TrainConfig) -> tuple[int, int]:
+    """Join the process group ``torchrun`` set up (nccl on GPU, gloo on CPU), if any."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        gpu = cfg.device != "cpu" and torch.cuda.is_available()
+        if gpu:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group("nccl" if gpu else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train a generator as ``cfg`` says; returns its exported folder (load_generator-ready)."""
+    return Trainer(cfg).train()
