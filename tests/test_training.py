@@ -93,38 +93,38 @@ def test_config_files_and_unknown_keys(tmp_path):
 
 
 DDP_SCRIPT = """
-import hashlib, sys, torch, torch.distributed as dist
+import hashlib, torch.distributed as dist
 from training.config import TrainConfig
 from training.trainer import Trainer
 cfg = TrainConfig(**__CFG__)
 trainer = Trainer(cfg)
 trainer.train()
 blob = b"".join(p.detach().numpy().tobytes() for p in trainer.ghn.parameters())
-seeds = trainer.arch_seeds(0)
-print("RANK", dist.get_rank(), trainer.step, hashlib.sha256(blob).hexdigest(), seeds, flush=True)
+rank = dist.get_rank()
+with open(f"{cfg.out}/rank{rank}.txt", "w") as f:  # one file each: stdout lines interleave
+    f.write(f"{rank} {trainer.step} {hashlib.sha256(blob).hexdigest()} {trainer.arch_seeds(0)}")
 """
 
 
-def _torchrun(script: Path) -> list[list[str]]:
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node", "2", str(script)],
-                         capture_output=True, text=True, timeout=240)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return sorted(line.split(maxsplit=4)[1:] for line in out.stdout.splitlines()
-                  if line.startswith("RANK"))
+def _torchrun(script: Path, out: Path) -> list[list[str]]:
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", str(script)],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [(out / f"rank{r}.txt").read_text().split(maxsplit=3) for r in (0, 1)]
 
 
 def test_ddp_on_two_gloo_processes_stays_in_sync_and_resumes(tmp_path, shared_data):
     cfg = tiny_config(tmp_path / "ddp", steps=2, device="cpu")
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT.replace("__CFG__", repr(cfg.to_dict())))
-    (r0, r1) = _torchrun(script)
+    (r0, r1) = _torchrun(script, tmp_path / "ddp")
     assert r0[0] == "0" and r1[0] == "1" and r0[1] == r1[1] == "2"
     assert r0[2] == r1[2], "ranks hold identical generator weights"
     assert r0[3] != r1[3], "ranks train on different architectures"
     assert (tmp_path / "ddp/generator/model.safetensors").is_file()
     script.write_text(DDP_SCRIPT.replace("__CFG__", repr({**cfg.to_dict(), "steps": 3})))
-    (r0, r1) = _torchrun(script)
+    (r0, r1) = _torchrun(script, tmp_path / "ddp")
     assert r0[1] == r1[1] == "3" and r0[2] == r1[2]
     rows = (tmp_path / "ddp/metrics.jsonl").read_text().split("\n")
     assert [json.loads(r)["step"] for r in rows if r] == [1, 2, 3]

@@ -47,6 +47,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     log_every: int = 10
     resume: bool = True  # continue from OUT/checkpoint.pt if it exists
+    max_seconds: float | None = None  # stop (with a checkpoint) after this long; resume later
 
     def __post_init__(self) -> None:
         if self.task not in ("image", "text"):

@@ -90,8 +90,9 @@ class Trainer:
         cfg, seed = self.cfg, self.cfg.seed * 1000 + self.rank
         if cfg.task == "image":
             images, labels = data.load_cifar10(cfg.data, "train")
-            if cfg.train_samples:
-                images, labels = images[:cfg.train_samples], labels[:cfg.train_samples]
+            if cfg.train_samples:  # a fixed random subset: the files are sorted by class
+                keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+                images, labels = images[keep[:cfg.train_samples]], labels[keep[:cfg.train_samples]]
             return data.ImageBatches(images.to(self.device), labels.to(self.device),
                                      cfg.batch_size, seed=seed)
         corpus = data.load_text(cfg.data)
@@ -135,7 +136,9 @@ class Trainer:
                                   enabled=cfg.amp and self.device.type == "cuda")
         with autocast:
             predicted = self.ghn([a.graph for a in archs])
-            losses = [task_loss(a.module, {**p, **_fresh(a.buffers)}, x, y)
+            # Predicted tensors come out of autocast in bf16; parameters are kept fp32 like
+            # any model's (BatchNorm insists), and autocast still runs the math in bf16.
+            losses = [task_loss(a.module, {**_fp32(p), **_fresh(a.buffers)}, x, y)
                       for a, p in zip(archs, predicted, strict=True)]
             task = torch.stack(losses).mean()
             norm = sum(t.float().norm() for p in predicted for t in p.values()) / len(archs)
@@ -167,6 +170,9 @@ class Trainer:
                    desc=f"ghn {cfg.task}")
         start = time.perf_counter()
         while self.step < cfg.steps:
+            if cfg.max_seconds is not None and time.perf_counter() - start > cfg.max_seconds:
+                self.save_checkpoint()  # out of time: stop here, resume in a later run
+                break
             metrics = self.train_step()
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}")
@@ -229,6 +235,10 @@ def build_arch(sampler: samplers.Mixed, seed: int, cfg: TrainConfig) -> Arch:
     graph = graphs.build(module, example, name=name)
     buffers = dict(module.named_buffers())
     return Arch(name, module.to("meta").train(), buffers, graph)
+
+
+def _fp32(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.float() for k, v in tensors.items()}
 
 
 def _fresh(buffers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

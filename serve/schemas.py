@@ -1,0 +1,87 @@
+"""Request and response bodies of the HTTP API (pydantic models; they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Dtype = Literal["float32", "float16", "bfloat16"]
+REQUEST_FIELDS = ("arch", "num_classes", "seed", "generator", "dtype", "config")
+
+
+class InitRequest(BaseModel):
+    """What to generate: an architecture, and how (generator, seed, dtype)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"arch": "torchvision:resnet18", "num_classes": 10, "seed": 0},
+        {"arch": "hf:gpt2", "config": {"n_layer": 2, "n_embd": 128, "n_head": 4},
+         "dtype": "bfloat16"},
+        {"arch": {"model_type": "llama", "hidden_size": 256, "intermediate_size": 688,
+                  "num_hidden_layers": 2, "num_attention_heads": 4}, "seed": 7},
+    ]})
+
+    arch: str | dict[str, Any] = Field(
+        description="A spec string (`torchvision:NAME`, `hf:MODEL_TYPE`, `timm:NAME`), or a "
+                    "`transformers` config object: a JSON object with `model_type` (resolved as "
+                    "`hf:<model_type>`, the other keys override the config). `python:` specs and "
+                    "local paths are refused: the service never runs or reads user code or files.",
+        examples=["torchvision:resnet18", "hf:gpt2",
+                  {"model_type": "bert", "num_hidden_layers": 2}])
+    num_classes: int | None = Field(
+        default=None, ge=1, le=2**31 - 1,
+        description="Classifier size (`num_labels` for transformers); default: the model's own.")
+    seed: int = Field(
+        default=0, ge=0, le=2**53 - 1,  # the largest integer every JSON client holds exactly
+        description="Different seeds give different, equally good inits; a seed gives fixed bytes.")
+    generator: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description="A generator name from `GET /v1/generators`; default: the server's default.")
+    dtype: Dtype | None = Field(
+        default=None, description="dtype of floating-point tensors; default: the model's.")
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Constructor keyword arguments (torchvision, timm) or `transformers` config "
+                    "overrides (hf), as JSON values.",
+        examples=[{"n_layer": 2, "n_embd": 128, "n_head": 4}])
+
+
+class ErrorBody(BaseModel):
+    """Every error response: a stable code, a message saying what was wrong and what works."""
+
+    error: str = Field(description="Machine-readable code, e.g. `unknown_architecture`.",
+                       examples=["unknown_architecture"])
+    detail: str = Field(description="What was wrong and what is accepted.",
+                        examples=["unknown torchvision model 'resnet1'; did you mean resnet18?"])
+    suggestions: list[str] | None = Field(
+        default=None, description="Close valid names, for unknown architectures.")
+    allowed: list[str] | None = Field(
+        default=None, description="The accepted values, e.g. the generators this server has.")
+
+
+class GeneratorInfo(BaseModel):
+    """One generator a request may name."""
+
+    name: str = Field(description="What a request puts in `generator`.", examples=["untrained"])
+    id: str = Field(description="Name and weights revision, as stored in the init's metadata.",
+                    examples=["untrained@seed0"])
+    default: bool = Field(description="Used when a request names no generator.")
+    config: dict[str, int] = Field(description="The generator's size (GHNConfig).",
+                                   examples=[{"hidden": 64, "layers": 3, "heads": 8, "rank": 32,
+                                              "features": 64}])
+
+
+class GeneratorList(BaseModel):
+    """The generators of this server."""
+
+    generators: list[GeneratorInfo]
+
+
+class Health(BaseModel):
+    """Liveness and load."""
+
+    status: Literal["ok"] = "ok"
+    version: str = Field(description="hyperinit version.", examples=["0.1.0"])
+    generations_in_flight: int = Field(ge=0, description="Generations running or queued.")
+    cache_entries: int = Field(ge=0, description="Inits in the disk cache.")
+    cache_bytes: int = Field(ge=0, description="Bytes of inits in the disk cache.")
