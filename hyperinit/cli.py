@@ -8,7 +8,7 @@ import sys
 
 # Subcommand modules, in the order `hyperinit --help` lists them. Each defines
 # `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
-COMMANDS = ("graph", "predict", "train", "eval", "serve", "push", "pull")
+COMMANDS = ("graph", "predict", "train", "eval", "serve", "push", "pull", "zoo")
 
 
 def build_parser() -> argparse.ArgumentParser:

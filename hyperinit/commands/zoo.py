@@ -1,0 +1,51 @@
+"""`hyperinit zoo build|stats`: train a model zoo, or summarize one.
+
+``hyperinit zoo build [--config FILE] [key=value ...]`` trains several CIFAR-10 models per
+architecture with varied seeds and hyperparameters and saves each at a few steps, as a
+Hugging Face dataset folder (README.md card, records.jsonl, models/<arch_hash>/<run>/).
+Options come from training.zoo.ZooConfig, e.g.
+``hyperinit zoo build out=runs/zoo archs=vgg-2,convnext-0 models_per_arch=16``.
+An interrupted build resumes: checkpoints whose record exists are not trained again.
+
+``hyperinit zoo stats FOLDER`` prints counts per architecture and step and test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("zoo", help="build or summarize a model zoo (weight-diffusion data)",
+                       description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    build = actions.add_parser("build", help="train and save a model zoo (resumable)")
+    build.add_argument("--config", help="a .toml or .yaml file of ZooConfig options")
+    build.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="option overrides, e.g. archs=vgg-2 steps=200 out=runs/zoo")
+    build.set_defaults(func=run_build)
+    stats = actions.add_parser("stats", help="summarize a model zoo folder")
+    stats.add_argument("folder", help="the zoo folder (holds records.jsonl)")
+    stats.set_defaults(func=run_stats)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.zoo import ZooConfig, build_zoo, format_stats, zoo_stats
+
+    cfg = load_config(args.config, args.overrides, ZooConfig)
+    written = build_zoo(cfg)
+    print(f"{written} checkpoints written to {cfg.out}")
+    print(format_stats(zoo_stats(cfg.out)))
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from training.zoo import RECORDS, format_stats, zoo_stats
+
+    if not (Path(args.folder) / RECORDS).is_file():
+        raise FileNotFoundError(f"{args.folder} is not a model zoo: it has no {RECORDS}")
+    print(format_stats(zoo_stats(args.folder)))
+    return 0

@@ -1,0 +1,453 @@
+"""Model zoos: many small CIFAR-10 classifiers trained with varied seeds and hyperparameters.
+
+A zoo is what a weight-diffusion generator trains on: for each architecture, several runs
+(different seeds, learning rates, weight decays, batch sizes), each saved at a few training
+steps. The folder is a Hugging Face **dataset** repo as it stands::
+
+    README.md                                    dataset card (YAML front matter)
+    records.jsonl                                one line per checkpoint, the index
+    models/<arch_hash>/<run_id>/step-<k>.safetensors
+    models/<arch_hash>/<run_id>/step-<k>.json    that checkpoint's record
+
+Architectures are sampler names ``"<tag>-<seed>"`` (``"vgg-2"``, ``"randcnn-5"``) of
+:func:`training.samplers.image_samplers`. Each run is a pure function of ``(seed, arch,
+index)``: its seed and hyperparameters are drawn from a stream keyed by them, so growing
+``models_per_arch`` keeps the runs already there. Training reuses the evaluation recipe
+(:mod:`training.evaluate`: SGD + Nesterov, weight decay on 2+-dim tensors, cosine decay over
+``steps``, crop + flip) and measures test accuracy and loss at every saved step.
+
+Every file appears atomically (temp file, then rename), so a half-written checkpoint never
+exists. A restarted build skips checkpoints whose record exists; a run with some of its
+checkpoints missing is trained again from its start (optimizer state is not saved, and the
+same seed replays the same run) and writes only the missing ones. Nothing is ever
+unpickled: weights are safetensors, records JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import random
+import statistics
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+import graphs
+from hyperinit import __version__
+from hyperinit.safetensors_io import atomic_path
+
+from . import data, samplers
+from .evaluate import EvalConfig, EvalData, _as_tuple, _device, _logits, _optimizer, measure
+
+RECORDS = "records.jsonl"
+CARD = "README.md"
+MODELS = "models"
+# What a record must hold for the loader and the stats to use it.
+RECORD_KEYS = ("file", "arch", "arch_hash", "run_id", "seed", "step", "hyperparameters",
+               "metrics", "params")
+
+
+@dataclass
+class ZooConfig:
+    """What to train and save. Lists are JSON (``save_at=[0,100]``) or comma-separated."""
+
+    out: str = "runs/zoo"
+    archs: tuple[str, ...] = ("vgg-2", "convnext-0")  # sampler names "<tag>-<seed>"
+    models_per_arch: int = 8
+    steps: int = 500  # length of each run (the cosine schedule's horizon)
+    save_at: tuple[int, ...] = (250, 500)  # steps to save at; 0 saves the init
+    # hyperparameters, each run draws one of each
+    lrs: tuple[float, ...] = (0.02, 0.05, 0.1)
+    weight_decays: tuple[float, ...] = (5e-4, 1e-3, 5e-3)
+    batch_sizes: tuple[int, ...] = (64, 128)
+    seed: int = 0
+    # data
+    data: str | None = None  # CIFAR-10 zip or ImageFolder; None: the shared zip
+    train_samples: int | None = None  # a fixed random subset of the training images
+    test_samples: int | None = None  # the same, of the test images; None: all of them
+    # run
+    device: str = "auto"  # "auto", "cpu", "cuda"
+    amp: bool = True  # bfloat16 autocast on GPU; ignored on CPU
+
+    def __post_init__(self) -> None:
+        self.archs = _as_tuple(self.archs)
+        self.save_at = tuple(sorted(_as_tuple(int(k) for k in _as_tuple(self.save_at))))
+        self.lrs = _as_tuple(float(v) for v in _as_tuple(self.lrs))
+        self.weight_decays = _as_tuple(float(v) for v in _as_tuple(self.weight_decays))
+        self.batch_sizes = _as_tuple(int(v) for v in _as_tuple(self.batch_sizes))
+        for name in ("archs", "save_at", "lrs", "weight_decays", "batch_sizes"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} needs at least one value")
+        if self.models_per_arch < 1 or self.steps < 1:
+            raise ValueError(f"models_per_arch and steps must be at least 1, got "
+                             f"{self.models_per_arch} and {self.steps}")
+        if not 0 <= self.save_at[0] <= self.save_at[-1] <= self.steps:
+            raise ValueError(f"save_at must be steps in 0..{self.steps}, got {self.save_at}")
+        for arch in self.archs:
+            parse_arch(arch)
+
+
+# ----- architectures and runs ---------------------------------------------------------------
+@functools.cache
+def _samplers_by_tag() -> dict[str, samplers.Sampler]:
+    """One instance per tag, so each caches its held-out structures once."""
+    return {s.tag: s for s in samplers.image_samplers()}
+
+
+def parse_arch(name: str) -> tuple[samplers.Sampler, int]:
+    """``"<tag>-<seed>"`` -> (that image sampler, seed), with a clear error otherwise."""
+    by_tag = _samplers_by_tag()
+    tag, _, seed = name.rpartition("-")
+    if tag not in by_tag or not seed.isdigit():
+        raise ValueError(f"unknown architecture {name!r}: expected <tag>-<seed> with a tag "
+                         f"of {', '.join(by_tag)}, e.g. vgg-2")
+    return by_tag[tag], int(seed)
+
+
+def build_arch(name: str) -> nn.Module:
+    """The module a sampler name stands for, freshly initialized from torch's global RNG."""
+    sampler, seed = parse_arch(name)
+    return sampler.sample(seed)[1]
+
+
+def arch_spec(name: str) -> dict[str, Any]:
+    """The architecture as a spec (the ``hyperinit.arch`` convention of graphs.specs)."""
+    return {"source": "sampler", "name": name, "kwargs": {}}
+
+
+def arch_hash(name: str) -> str:
+    """The graph hash of a sampler architecture, traced on ``meta`` (no weights made)."""
+    sampler, _ = parse_arch(name)
+    with torch.device("meta"):
+        module = build_arch(name)
+    return graphs.build(module, (sampler.example_input(2),)).arch_hash
+
+
+@dataclass(frozen=True)
+class Run:
+    """One model of the zoo: its architecture, seed and hyperparameters."""
+
+    arch: str
+    arch_hash: str
+    index: int
+    seed: int
+    lr: float
+    weight_decay: float
+    batch_size: int
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.arch}_run{self.index:03d}"
+
+    @property
+    def folder(self) -> str:
+        return f"{MODELS}/{self.arch_hash}/{self.run_id}"
+
+    def hyperparameters(self, cfg: ZooConfig) -> dict[str, Any]:
+        return {"lr": self.lr, "weight_decay": self.weight_decay,
+                "batch_size": self.batch_size, "steps": cfg.steps, "optimizer": "sgd-nesterov",
+                "momentum": 0.9, "schedule": "cosine"}
+
+
+def plan_runs(cfg: ZooConfig) -> list[Run]:
+    """Every run of the zoo; each a pure function of ``(cfg.seed, arch, index)``."""
+    runs = []
+    for arch in cfg.archs:
+        digest = arch_hash(arch)
+        for index in range(cfg.models_per_arch):
+            rng = random.Random(f"zoo-{cfg.seed}-{arch}-{index}")
+            runs.append(Run(arch, digest, index, rng.randrange(2**31), rng.choice(cfg.lrs),
+                            rng.choice(cfg.weight_decays), rng.choice(cfg.batch_sizes)))
+    return runs
+
+
+# ----- training -----------------------------------------------------------------------------
+def train_run(model: nn.Module, run: Run, cfg: ZooConfig, eval_data: EvalData,
+              device: torch.device, marks: list[int]) -> Iterator[tuple[int, dict[str, float]]]:
+    """Train ``model`` in place, yielding ``(step, test metrics)`` at each step of ``marks``.
+
+    Stops after the last mark; the learning rate follows a cosine over ``cfg.steps``.
+    """
+    recipe = dataclasses.replace(eval_data.cfg, lr=run.lr, weight_decay=run.weight_decay)
+    optimizer = _optimizer(model, recipe)
+    batches = data.ImageBatches(*eval_data.train, run.batch_size, seed=run.seed)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=cfg.amp and device.type == "cuda")
+    torch.manual_seed(run.seed)  # dropout and the like
+    model.train()
+    for step in range(max(marks) + 1):
+        if step in marks:
+            yield step, measure(model, eval_data, autocast)
+        if step == max(marks):
+            return
+        for group in optimizer.param_groups:
+            group["lr"] = run.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        x, y = next(batches)
+        with autocast:
+            loss = F.cross_entropy(_logits(model(x)), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def build_zoo(cfg: ZooConfig) -> int:
+    """Train every run of ``cfg`` and save its checkpoints; returns how many were written.
+
+    Checkpoints whose record exists are skipped, so a restarted build picks up where it
+    stopped, and a finished one returns 0 without loading any data.
+    """
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = sorted(out.glob(f"{MODELS}/*/*/step-*.json"))
+    records = {r["file"]: r for r in map(_read_json, saved)}
+    _write_records(out / RECORDS, records.values())  # the index may trail the records
+    runs = plan_runs(cfg)
+    todo = []
+    for run in runs:
+        missing = [k for k in cfg.save_at if not (out / run.folder / f"step-{k}.json").is_file()]
+        _check_same_run(out, run, cfg)
+        if missing:
+            todo.append((run, missing))
+    write_card(out)
+    if not todo:
+        return 0
+    device = _device(cfg.device)
+    eval_data = EvalData(EvalConfig(task="image", data=cfg.data, train_samples=cfg.train_samples,
+                                    test_samples=cfg.test_samples, device=cfg.device), device)
+    written = 0
+    total = len(runs) * len(cfg.save_at)
+    bar = tqdm(total=total, initial=total - sum(len(m) for _, m in todo), desc="zoo")
+    for run, missing in todo:
+        bar.set_postfix_str(run.run_id)
+        torch.manual_seed(run.seed)
+        model = build_arch(run.arch).to(device)
+        for step, metrics in train_run(model, run, cfg, eval_data, device, missing):
+            record = _record(run, cfg, step, metrics, model, eval_data)
+            save_checkpoint(out, record, model)
+            records[record["file"]] = record
+            _write_records(out / RECORDS, records.values())
+            written += 1
+            bar.update(1)
+    bar.close()
+    write_card(out)
+    return written
+
+
+def _check_same_run(out: Path, run: Run, cfg: ZooConfig) -> None:
+    """Refuse to add to a run whose saved records were made with other options."""
+    mine = {"seed": run.seed, "hyperparameters": run.hyperparameters(cfg)}
+    for path in sorted((out / run.folder).glob("step-*.json")):
+        theirs = {k: _read_json(path).get(k) for k in mine}
+        if theirs != mine:
+            raise ValueError(f"{path} was made with other options ({theirs}) than this config "
+                             f"gives ({mine}): use another out folder or the same options")
+
+
+def _record(run: Run, cfg: ZooConfig, step: int, metrics: dict[str, float], model: nn.Module,
+            eval_data: EvalData) -> dict[str, Any]:
+    """What a checkpoint is: everything needed to rebuild, compare or filter it."""
+    train_images = len(eval_data.train[0])
+    return {
+        "file": f"{run.folder}/step-{step}.safetensors",
+        "arch": run.arch,
+        "spec": arch_spec(run.arch),
+        "arch_hash": run.arch_hash,
+        "run_id": run.run_id,
+        "dataset": {"name": "cifar10", "source": Path(cfg.data or data.CIFAR10_ZIP).name,
+                    "train_samples": train_images, "test_samples": len(eval_data.test[0])},
+        "hyperparameters": run.hyperparameters(cfg),
+        "seed": run.seed,
+        "step": step,
+        "epoch": step * run.batch_size / train_images,
+        "metrics": metrics,
+        "params": sum(p.numel() for p in model.parameters()),
+        "hyperinit_version": __version__,
+    }
+
+
+def save_checkpoint(out: Path, record: dict[str, Any], model: nn.Module) -> None:
+    """Weights, then the record (its existence marks the checkpoint done), both atomic."""
+    path = out / record["file"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": "pt", "hyperinit.version": __version__,
+                "hyperinit.arch": json.dumps(record["spec"], sort_keys=True,
+                                             separators=(",", ":")),
+                "hyperinit.arch_hash": record["arch_hash"],
+                "hyperinit.seed": str(record["seed"]), "hyperinit.step": str(record["step"])}
+    with atomic_path(path) as tmp:
+        save_file(state, tmp, metadata=metadata)
+    _write_text(path.with_suffix(".json"), json.dumps(record, indent=1))
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): delete it to redo its "
+                         "checkpoint") from err
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    """The index's records; a missing index is an empty zoo."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_records(path: Path, records: Any) -> None:
+    ordered = sorted(records, key=lambda r: (r["arch"], r["run_id"], r["step"]))
+    _write_text(path, "".join(json.dumps(r) + "\n" for r in ordered))
+
+
+def write_card(out: Path) -> None:
+    """The dataset card: HF front matter (license, tags, the records config) and the stats."""
+    card = f"""---
+license: apache-2.0
+tags: [hyperinit, model-zoo]
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: {RECORDS}
+---
+
+# hyperinit model zoo
+
+CIFAR-10 classifiers from hyperinit's architecture samplers, each trained with its own seed
+and hyperparameters and saved at several steps, for training weight generators. Each
+checkpoint is `models/<arch_hash>/<run_id>/step-<k>.safetensors` with its record beside it
+(`step-<k>.json`); `{RECORDS}` lists every record. Load with
+`training.zoo.load_zoo(folder)`; made by `hyperinit zoo build`.
+
+```
+{format_stats(zoo_stats(out))}
+```
+"""
+    _write_text(out / CARD, card)
+
+
+# ----- stats --------------------------------------------------------------------------------
+def zoo_stats(folder: str | Path) -> dict[str, Any]:
+    """Counts and test accuracy of a zoo, from its ``records.jsonl``.
+
+    Returns ``{"checkpoints", "runs", "per_step": {step: count}, "archs": {arch_hash:
+    {"archs", "runs", "checkpoints", "params", "accuracy": {step: {"mean", "min", "max",
+    "count"}}}}}``.
+    """
+    records = _read_records(Path(folder) / RECORDS)
+    per_step: dict[int, int] = {}
+    archs: dict[str, dict[str, Any]] = {}
+    for r in records:
+        per_step[r["step"]] = per_step.get(r["step"], 0) + 1
+        a = archs.setdefault(r["arch_hash"], {"archs": set(), "runs": set(), "checkpoints": 0,
+                                              "params": r["params"], "accuracy": {}})
+        a["archs"].add(r["arch"])
+        a["runs"].add(r["run_id"])
+        a["checkpoints"] += 1
+        a["accuracy"].setdefault(r["step"], []).append(r["metrics"]["accuracy"])
+    for a in archs.values():
+        a["archs"], a["runs"] = sorted(a["archs"]), len(a["runs"])
+        a["accuracy"] = {step: {"mean": statistics.fmean(v), "min": min(v), "max": max(v),
+                                "count": len(v)} for step, v in sorted(a["accuracy"].items())}
+    return {"checkpoints": len(records), "runs": sum(a["runs"] for a in archs.values()),
+            "per_step": dict(sorted(per_step.items())), "archs": archs}
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    """A plain-text summary of :func:`zoo_stats`: one line per architecture and step."""
+    lines = [f"{stats['checkpoints']} checkpoints of {stats['runs']} runs over "
+             f"{len(stats['archs'])} architectures",
+             "checkpoints per step: " + (", ".join(f"{k}: {n}" for k, n in
+                                                   stats["per_step"].items()) or "none")]
+    if stats["archs"]:
+        lines.append(f"{'arch_hash':16}  {'archs':20} {'runs':>4} {'params':>8} {'step':>6} "
+                     f"{'acc mean':>8} {'min':>6} {'max':>6}")
+    for digest, a in stats["archs"].items():
+        for step, acc in a["accuracy"].items():
+            lines.append(f"{digest:16}  {','.join(a['archs']):20} {a['runs']:>4} "
+                         f"{a['params']:>8} {step:>6} {100 * acc['mean']:>7.1f}% "
+                         f"{100 * acc['min']:>5.1f}% {100 * acc['max']:>5.1f}%")
+    return "\n".join(lines)
+
+
+# ----- loading ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ZooEntry:
+    """One checkpoint: its record, and its weights read on demand (safetensors only)."""
+
+    path: Path
+    record: dict[str, Any]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return load_file(self.path)
+
+    def module(self) -> nn.Module:
+        """The architecture with these weights loaded strictly."""
+        model = build_arch(self.record["arch"])
+        model.load_state_dict(self.state_dict(), strict=True)
+        return model
+
+
+def load_zoo(folder: str | Path, arch_hash: str | None = None) -> list[ZooEntry]:
+    """Every valid checkpoint of a zoo (or of one ``arch_hash``), in path order.
+
+    Checks the files, not the index: a checkpoint without its record or a record without
+    its checkpoint, an unreadable record, and a corrupt or truncated safetensors file are
+    left out with one warning listing them all, so the rest still loads. Only headers are
+    read here. Checkpoints of one ``arch_hash`` with different tensor names or shapes
+    mean the zoo is inconsistent: that raises a ValueError naming two such files.
+    """
+    root = Path(folder)
+    models = root / MODELS
+    if not models.is_dir():
+        raise FileNotFoundError(f"{root} is not a model zoo: it has no {MODELS}/ folder")
+    pattern = f"{arch_hash or '*'}/*/step-*"
+    weights = {p.with_suffix("") for p in models.glob(pattern + ".safetensors")}
+    records = {p.with_suffix("") for p in models.glob(pattern + ".json")}
+    problems = [f"{p}.safetensors has no record" for p in sorted(weights - records)]
+    problems += [f"{p}.json has no checkpoint" for p in sorted(records - weights)]
+    entries, shapes = [], {}
+    for stem in sorted(weights & records):
+        path = stem.with_suffix(".safetensors")
+        try:
+            record = json.loads(stem.with_suffix(".json").read_text())
+            if not isinstance(record, dict) or any(k not in record for k in RECORD_KEYS):
+                raise ValueError(f"needs the keys {', '.join(RECORD_KEYS)}")
+            with safe_open(path, "pt") as f:
+                shape = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+        except (ValueError, OSError, SafetensorError) as err:
+            problems.append(f"{stem.name} of {stem.parent} is unreadable: {err}")
+            continue
+        if record["arch_hash"] != stem.parent.parent.name:
+            problems.append(f"{stem}.json says arch_hash {record['arch_hash']}, but lies under "
+                            f"{stem.parent.parent.name}")
+            continue
+        first = shapes.setdefault(record["arch_hash"], (path, shape))
+        if first[1] != shape:
+            diff = sorted(set(first[1].items()) ^ set(shape.items()))[0][0]
+            raise ValueError(f"mixed shapes for arch_hash {record['arch_hash']}: {first[0]} and "
+                             f"{path} differ at tensor {diff!r} ({first[1].get(diff)} vs "
+                             f"{shape.get(diff)})")
+        entries.append(ZooEntry(path, record))
+    if problems:
+        warnings.warn(f"skipped {len(problems)} file(s) of the zoo at {root}:\n  "
+                      + "\n  ".join(problems), stacklevel=2)
+    return entries
