@@ -19,11 +19,25 @@ from .predict import (  # noqa: E402
     save_init,
 )
 
+_DIFFUSION = ("DiffusionConfig", "WeightDiffusion", "sample")
+
+
+def __getattr__(name: str):
+    """The diffusion generator loads on first use: it imports diffusers (seconds)."""
+    if name in _DIFFUSION:
+        from . import diffusion
+
+        return getattr(diffusion, name)
+    raise AttributeError(f"module 'hyperinit' has no attribute {name!r}")
+
+
 __all__ = [
     "CheckpointError",
+    "DiffusionConfig",
     "GHNConfig",
     "GraphHyperNetwork",
     "OutputPathError",
+    "WeightDiffusion",
     "calibrate_batchnorm",
     "from_hub",
     "list_generators",
@@ -33,5 +47,6 @@ __all__ = [
     "pull_init",
     "push_generator",
     "push_init",
+    "sample",
     "save_init",
 ]

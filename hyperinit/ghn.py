@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from graphs import ArchGraph
 
+from .checkpoint import WEIGHTS_FILE, checkpoint_file, load_weights_strictly
 from .decoder import LowRankDecoder
 from .encoder import GraphEncoder
-from .errors import CheckpointError
-
-WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass
@@ -94,28 +89,11 @@ class GraphHyperNetwork(nn.Module, PyTorchModelHubMixin, library_name="hyperinit
                          **model_kwargs):
         """Load safetensors weights only (never a pickle), strictly, with clear errors."""
         model = cls(**model_kwargs)
-        if os.path.isdir(model_id):
-            path = os.path.join(model_id, WEIGHTS_FILE)
-        else:
-            path = hf_hub_download(repo_id=model_id, filename=WEIGHTS_FILE, revision=revision,
-                                   cache_dir=cache_dir, force_download=force_download,
-                                   token=token, local_files_only=local_files_only)
-        if not os.path.isfile(path):
-            raise CheckpointError(f"{model_id}: no {WEIGHTS_FILE} (a generator checkpoint is "
-                                  "config.json + model.safetensors)")
-        try:
-            state = load_file(path, device=map_location)
-        except (SafetensorError, OSError) as err:
-            raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from err
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-        if missing or unexpected or wrong:
-            raise CheckpointError(
-                f"{model_id}: weights do not match config.json ({model.config}): "
-                f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shapes {wrong[:3]}")
-        model.load_state_dict(state, strict=True)
+        path = checkpoint_file(model_id, WEIGHTS_FILE, f"config.json + {WEIGHTS_FILE}",
+                               revision=revision, cache_dir=cache_dir,
+                               force_download=force_download, token=token,
+                               local_files_only=local_files_only)
+        load_weights_strictly(model, path, model_id, map_location)
         return model
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -17,9 +18,13 @@ import graphs
 from graphs import ArchGraph, ArchSpec
 
 from . import __version__
+from .checkpoint import WEIGHTS_FILE
 from .errors import CheckpointError
-from .ghn import WEIGHTS_FILE, GraphHyperNetwork
+from .ghn import GraphHyperNetwork
 from .safetensors_io import DEFAULT_MAX_SHARD_SIZE, TensorInfo, check_writable, write_state
+
+if TYPE_CHECKING:  # diffusion imports diffusers (seconds): loaded only when used
+    from .diffusion import WeightDiffusion
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 UNTRAINED = "untrained"
@@ -27,7 +32,7 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 Arch = str | dict | ArchSpec | nn.Module
-Generator = str | os.PathLike | GraphHyperNetwork | None
+Generator = str | os.PathLike | nn.Module | None  # a GraphHyperNetwork or WeightDiffusion
 
 
 @dataclass
@@ -50,13 +55,14 @@ def list_generators() -> list[str]:
         UNTRAINED]
 
 
-def load_generator(generator: Generator = None) -> GraphHyperNetwork:
+def load_generator(generator: Generator = None) -> GraphHyperNetwork | WeightDiffusion:
     """A generator by shipped name, local directory, or instance (returned as is).
 
     ``"untrained"`` is a randomly initialized network with a fixed seed: its predictions
-    already have the right statistics per layer, but no learned structure.
+    already have the right statistics per layer, but no learned structure. A folder whose
+    config.json has ``"kind": "weight-diffusion"`` loads a :class:`WeightDiffusion`.
     """
-    if isinstance(generator, GraphHyperNetwork):
+    if isinstance(generator, nn.Module):  # a GraphHyperNetwork or a WeightDiffusion
         return generator
     name = str(generator) if generator is not None else default_generator()
     if name.startswith("hub:"):  # hub:OWNER/NAME[@REVISION]
@@ -75,6 +81,10 @@ def load_generator(generator: Generator = None) -> GraphHyperNetwork:
             f"unknown generator {name!r}: give a directory with config.json and "
             f"{WEIGHTS_FILE}, hub:OWNER/NAME[@REVISION], or one of "
             f"{', '.join(list_generators())}")
+    if _kind(path) == "weight-diffusion":
+        from .diffusion import load_diffusion
+
+        return load_diffusion(path)
     try:
         model = GraphHyperNetwork.from_pretrained(str(path))
     except (ValueError, TypeError) as err:
@@ -84,6 +94,14 @@ def load_generator(generator: Generator = None) -> GraphHyperNetwork:
             from err
     model.name_or_path = str(path)
     return model.eval()
+
+
+def _kind(folder: Path) -> str | None:
+    """The ``kind`` in a checkpoint's config.json (None for GHNs, which have none)."""
+    try:
+        return json.loads((folder / "config.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def generator_id(generator: GraphHyperNetwork) -> str:

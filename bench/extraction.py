@@ -1,6 +1,6 @@
 """Benchmark of graph extraction: time and memory to turn a named architecture into a graph.
 
-Run with ``.venv/bin/python bench/graphs.py`` (``--json PATH`` also writes the rows).
+Run with ``.venv/bin/python bench/extraction.py`` (``--json PATH`` also writes the rows).
 
 For each model (ResNet-50, ViT-B/16, ConvNeXt-Tiny from torchvision, GPT-2 and GPT-2 Large
 from ``transformers`` configs) it measures, in a fresh subprocess so memory peaks are
@@ -35,13 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-# Running this file puts bench/ first on sys.path, where this very file would shadow the
-# `graphs` package: drop it, and make sure the repository root is importable.
-sys.path[:] = [p for p in sys.path if Path(p or os.getcwd()).resolve() != HERE]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]
 
 MODELS = (
     "torchvision:resnet50",

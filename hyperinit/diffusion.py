@@ -1,0 +1,465 @@
+"""Graph-conditioned weight diffusion: sample diverse inits for any architecture graph.
+
+Parameters are cut into fixed-size tokens (:class:`WeightTokenizer`); a small transformer
+(:class:`WeightDiffusion`) denoises the token sequence of one architecture. Each token knows
+its tensor's node in the graph (through the node embedding of a graph encoder the model
+owns, so one model serves many architectures), the tensor's role, and its position in the
+tensor. Noise schedules come from ``diffusers``: DDPM (linear betas 1e-4..2e-2, 1000
+steps, epsilon prediction) for training and DDIM for sampling.
+
+Tokens hold the raw parameter values, so decoding is exact by construction. The model
+works on per-tensor normalized tokens ``(x - mean) / std``; the stats of an unseen
+architecture are unknown at sampling time, so a small head predicts each tensor's mean and
+log-std from its node embedding and is trained alongside the denoiser.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from graphs import ROLES, ArchGraph
+from graphs.graph import ROLE_INDEX
+
+from .checkpoint import WEIGHTS_FILE, checkpoint_file, load_weights_strictly
+from .encoder import BUCKETS, GraphEncoder, log_bucket
+from .errors import CheckpointError
+
+SCHEDULER_FILE = "scheduler_config.json"
+LAYOUT = f"config.json + {WEIGHTS_FILE} + {SCHEDULER_FILE}"
+KIND = "weight-diffusion"
+_MIN_STD = 1e-4  # constant tensors (LayerNorm weights at init) get this std
+
+
+# ----- tokenization ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenMeta:
+    """Where each token of an architecture's parameters comes from, and per-tensor stats.
+
+    Per token: ``layer`` (index into ``graph.params``), ``node`` (the param's graph node),
+    ``role`` (index into :data:`graphs.ROLES`), ``position`` (chunk index within its
+    tensor) and ``valid`` (how many of its ``chunk`` values are real; the rest is padding).
+    Per tensor: ``mean`` and ``std`` (float64) for the model's normalization, and the
+    ``dtypes`` decoding restores.
+    """
+
+    graph: ArchGraph
+    chunk: int
+    layer: torch.Tensor
+    node: torch.Tensor
+    role: torch.Tensor
+    position: torch.Tensor
+    valid: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    dtypes: tuple[torch.dtype, ...]
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """``(tokens, chunk)`` bool: True where a value is real, False on padding."""
+        return torch.arange(self.chunk) < self.valid[:, None]
+
+    def normalize(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Per-tensor standardized float32 tokens, padding kept at zero."""
+        mean, std = self.mean[self.layer, None], self.std[self.layer, None]
+        out = ((tokens.double() - mean) / std).float()
+        return out.masked_fill(~self.mask, 0.0)
+
+    def denormalize(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`normalize` (up to float rounding), in float64."""
+        return tokens.double() * self.std[self.layer, None] + self.mean[self.layer, None]
+
+
+class WeightTokenizer:
+    """Flatten each parameter tensor (graph order) into zero-padded ``chunk``-sized tokens."""
+
+    def __init__(self, chunk: int = 64) -> None:
+        if chunk < 1:
+            raise ValueError(f"chunk must be positive, got {chunk}")
+        self.chunk = chunk
+
+    def layout(self, graph: ArchGraph) -> TokenMeta:
+        """The token layout of ``graph``: it depends on shapes only. Stats are placeholders
+        (mean 0, std 1) and dtypes the graph's, for :func:`dataclasses.replace` to fill in."""
+        if not graph.params:
+            raise ValueError(f"{graph.name or 'the graph'} has no parameters to tokenize")
+        counts = [math.ceil(p.numel / self.chunk) for p in graph.params]
+        n = len(graph.params)
+        layer = torch.repeat_interleave(torch.arange(n), torch.tensor(counts, dtype=torch.long))
+        position = torch.cat([torch.arange(c) for c in counts])
+        valid = torch.cat([
+            torch.tensor([self.chunk] * (c - 1) + [p.numel - (c - 1) * self.chunk])
+            for p, c in zip(graph.params, counts, strict=True)])
+        return TokenMeta(
+            graph=graph, chunk=self.chunk, layer=layer,
+            node=torch.tensor([p.node for p in graph.params], dtype=torch.long)[layer],
+            role=torch.tensor([ROLE_INDEX[p.role] for p in graph.params],
+                              dtype=torch.long)[layer],
+            position=position, valid=valid,
+            mean=torch.zeros(n, dtype=torch.float64), std=torch.ones(n, dtype=torch.float64),
+            dtypes=tuple(getattr(torch, p.dtype) for p in graph.params))
+
+    def encode(self, state: dict[str, torch.Tensor], graph: ArchGraph,
+               ) -> tuple[torch.Tensor, TokenMeta]:
+        """Raw-valued tokens ``(T, chunk)`` of every parameter of ``graph`` in ``state``.
+
+        Buffers and other extra keys of ``state`` are ignored. Tokens are float32, or float64
+        when a parameter is, so :meth:`decode` gives back exactly the same values.
+        """
+        meta = self.layout(graph)
+        tensors = []
+        for p in graph.params:
+            if p.name not in state:
+                raise ValueError(f"state dict has no parameter {p.name!r} of "
+                                 f"{graph.name or 'the graph'}")
+            value = state[p.name]
+            if tuple(value.shape) != tuple(p.shape):
+                raise ValueError(f"{p.name} has shape {tuple(value.shape)} but "
+                                 f"{graph.name or 'the graph'} expects {tuple(p.shape)}: is "
+                                 "this the state dict of another architecture?")
+            if not value.is_floating_point():
+                raise ValueError(f"{p.name} has dtype {value.dtype}: only float parameters "
+                                 "can be tokenized")
+            tensors.append(value.detach().cpu().reshape(-1))
+        dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else \
+            torch.float32
+        mean = torch.stack([t.double().mean() for t in tensors])
+        std = torch.stack([t.double().std(correction=0) for t in tensors]).clamp(min=_MIN_STD)
+        pieces = [F.pad(t.to(dtype), (0, -t.numel() % self.chunk)).view(-1, self.chunk)
+                  for t in tensors]
+        return torch.cat(pieces), replace(meta, mean=mean, std=std,
+                                          dtypes=tuple(t.dtype for t in tensors))
+
+    def decode(self, tokens: torch.Tensor, meta: TokenMeta) -> dict[str, torch.Tensor]:
+        """Parameters by name (tied aliases share the tensor), padding dropped."""
+        if tokens.shape != (len(meta.layer), meta.chunk):
+            raise ValueError(f"expected tokens of shape {(len(meta.layer), meta.chunk)} for "
+                             f"{meta.graph.name or 'this graph'}, got {tuple(tokens.shape)}")
+        out: dict[str, torch.Tensor] = {}
+        counts = torch.bincount(meta.layer, minlength=len(meta.graph.params)).tolist()
+        for p, rows, dtype in zip(meta.graph.params, tokens.split(counts), meta.dtypes,
+                                  strict=True):
+            tensor = rows.reshape(-1)[:p.numel].reshape(p.shape).to(dtype)
+            out.update(dict.fromkeys((p.name, *p.tied), tensor))
+        return out
+
+
+# ----- checkpoint files (same rules as the GHN's) ------------------------------------------
+def default_scheduler() -> DDPMScheduler:
+    """The training schedule of ARCHITECTURE.md: DDPM, linear betas 1e-4..2e-2, T=1000."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=2e-2,
+                         beta_schedule="linear", prediction_type="epsilon", clip_sample=False)
+
+
+# ----- the denoiser ------------------------------------------------------------------------
+@dataclass
+class DiffusionConfig:
+    """Size of a weight-diffusion generator.
+
+    ``chunk`` is the token size; ``positions`` the number of position-in-tensor embeddings
+    (later chunks share the last one); ``graph_layers`` the depth of the graph encoder;
+    ``num_tasks`` the number of task/dataset ids (0: unconditional) and ``cond_drop`` the
+    probability of dropping the task in training (classifier-free guidance); ``stats_weight``
+    weighs the per-tensor stats loss against the denoising loss. ``kind`` tells a
+    config.json of this generator from a GHN's.
+    """
+
+    chunk: int = 64
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    graph_layers: int = 2
+    positions: int = 256
+    num_tasks: int = 0
+    cond_drop: float = 0.1
+    stats_weight: float = 0.1
+    kind: str = KIND
+
+    def __post_init__(self) -> None:
+        if self.kind != KIND:
+            raise ValueError(f"config kind {self.kind!r} is not {KIND!r}")
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding ``(B, dim)`` of integer diffusion timesteps."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device) / half)
+    angles = t.float()[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class WeightDiffusion(nn.Module, PyTorchModelHubMixin, library_name="hyperinit",
+                      tags=["hyperinit", "weight-diffusion"]):
+    """Transformer denoiser over the weight tokens of one architecture, graph-conditioned.
+
+    A token's input is ``linear(noisy chunk) + position + role + node embedding + timestep
+    (+ task)``; its output is the predicted noise (epsilon). ``self.scheduler`` is the
+    DDPM training schedule, saved beside the weights as ``scheduler_config.json``.
+    """
+
+    def __init__(self, config: DiffusionConfig | dict | None = None) -> None:
+        super().__init__()
+        if isinstance(config, dict):  # as read back from config.json
+            config = DiffusionConfig(**config)
+        self.config = config = config or DiffusionConfig()
+        self.tokenizer = WeightTokenizer(config.chunk)
+        self.scheduler = default_scheduler()
+        d = config.hidden
+        self.encoder = GraphEncoder(d, config.graph_layers, config.heads)
+        self.inp = nn.Linear(config.chunk, d)
+        self.position = nn.Embedding(config.positions, d)
+        self.role = nn.Embedding(len(ROLES) + 8, d)  # spare rows: roles are append-only
+        self.numel = nn.Embedding(BUCKETS, d)  # log2 buckets of the tensor size
+        self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        # Row num_tasks is "no task": the unconditional branch of classifier-free guidance.
+        self.task = nn.Embedding(config.num_tasks + 1, d)
+        layer = nn.TransformerEncoderLayer(d, config.heads, 4 * d, dropout=0.0,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.out = nn.Linear(d, config.chunk)
+        nn.init.zeros_(self.out.weight)  # start by predicting zero noise: a stable start
+        nn.init.zeros_(self.out.bias)
+        self.stats = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 2))
+
+    @property
+    def null_task(self) -> int:
+        return self.config.num_tasks
+
+    def embed(self, graphs: Sequence[ArchGraph]) -> list[torch.Tensor]:
+        """Node embeddings, one ``(nodes, hidden)`` tensor per graph."""
+        from torch_geometric.data import Batch
+
+        device = self.inp.weight.device
+        batch = Batch.from_data_list([g.to_data() for g in graphs]).to(device)
+        return list(self.encoder(batch).split([g.num_nodes for g in graphs]))
+
+    def _tensor_features(self, meta: TokenMeta, node_emb: torch.Tensor) -> torch.Tensor:
+        """``(params, hidden)``: what is known of each tensor before its values."""
+        params = meta.graph.params
+        dev = node_emb.device
+        node = torch.tensor([p.node for p in params], dtype=torch.long, device=dev)
+        role = torch.tensor([ROLE_INDEX[p.role] for p in params], dtype=torch.long, device=dev)
+        numel = torch.tensor([p.numel for p in params], device=dev)
+        return node_emb[node] + self.role(role) + self.numel(log_bucket(numel))
+
+    def predict_stats(self, meta: TokenMeta, node_emb: torch.Tensor) -> torch.Tensor:
+        """``(params, 2)``: predicted per-tensor mean and log-std."""
+        return self.stats(self._tensor_features(meta, node_emb))
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, metas: Sequence[TokenMeta],
+                node_embs: Sequence[torch.Tensor], tasks: torch.Tensor | None = None,
+                ) -> torch.Tensor:
+        """Predicted noise ``(B, T, chunk)`` for padded normalized tokens ``noisy``.
+
+        ``metas[b]``/``node_embs[b]`` describe sample ``b`` (several samples may share one
+        graph); tokens past ``len(metas[b].layer)`` are padding and are masked out.
+        """
+        b, t, _ = noisy.shape
+        dev = noisy.device
+        last = self.config.positions - 1
+        cond = torch.zeros(b, t, self.config.hidden, device=dev)
+        keep = torch.zeros(b, t, dtype=torch.bool, device=dev)
+        for i, (meta, emb) in enumerate(zip(metas, node_embs, strict=True)):
+            n = len(meta.layer)
+            per_tensor = self._tensor_features(meta, emb)
+            cond[i, :n] = per_tensor[meta.layer.to(dev)] + self.position(
+                meta.position.clamp(max=last).to(dev))
+            keep[i, :n] = True
+        h = self.inp(noisy) + cond
+        h = h + self.time(timestep_embedding(timesteps, self.config.hidden))[:, None]
+        if tasks is None:
+            tasks = torch.full((b,), self.null_task, dtype=torch.long, device=dev)
+        h = h + self.task(tasks)[:, None]
+        h = self.blocks(h, src_key_padding_mask=~keep)
+        return self.out(self.norm(h))
+
+    def iter_tensors(self, graph: ArchGraph, seed: int = 0,
+                     ) -> Iterator[tuple[str, torch.Tensor]]:
+        """``(name, tensor)`` of every parameter in graph order, like the GHN's method of the
+        same name, so ``predict``/``save_init`` serve either generator. One default DDIM
+        sample: unlike the GHN's, the whole sample is computed before the first tensor."""
+        state = sample_state_dicts(self, graph, n=1, seed=seed)[0]
+        for p in graph.params:
+            yield p.name, state[p.name]
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Weights (safetensors) and the noise schedule (``scheduler_config.json``)."""
+        super()._save_pretrained(save_directory)
+        self.scheduler.save_config(save_directory)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir, force_download,
+                         local_files_only, token, map_location: str = "cpu", strict: bool = True,
+                         **model_kwargs):
+        """Load safetensors weights only (never a pickle), strictly, and the schedule."""
+        model = cls(**model_kwargs)
+        download = dict(revision=revision, cache_dir=cache_dir, force_download=force_download,
+                        token=token, local_files_only=local_files_only)
+        weights = checkpoint_file(model_id, WEIGHTS_FILE, LAYOUT, **download)
+        load_weights_strictly(model, weights, model_id, map_location)
+        schedule = checkpoint_file(model_id, SCHEDULER_FILE, LAYOUT, **download)
+        try:
+            model.scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(schedule))
+        except (OSError, ValueError, TypeError) as err:
+            raise CheckpointError(f"{schedule} is not a valid DDPM scheduler config: {err}") \
+                from err
+        return model
+
+
+# ----- training ----------------------------------------------------------------------------
+def _pad(tokens: Sequence[torch.Tensor]) -> torch.Tensor:
+    return nn.utils.rnn.pad_sequence(list(tokens), batch_first=True)
+
+
+def diffusion_loss(model: WeightDiffusion, batch: Sequence[tuple[torch.Tensor, TokenMeta]],
+                   tasks: Sequence[int] | None = None) -> torch.Tensor:
+    """Denoising loss (epsilon MSE on real values) plus the weighted per-tensor stats loss.
+
+    ``batch`` holds ``WeightTokenizer.encode`` outputs; ``tasks`` their task ids when the
+    model is task-conditioned (dropped with probability ``cond_drop``). Randomness comes
+    from torch's global generator, so a trainer seeds it.
+    """
+    dev = model.inp.weight.device
+    metas = [meta for _, meta in batch]
+    node_embs = model.embed([meta.graph for meta in metas])
+    clean = _pad([meta.normalize(tok) for tok, meta in batch]).to(dev)
+    mask = _pad([meta.mask for meta in metas]).to(dev)
+    noise = torch.randn_like(clean)
+    steps = model.scheduler.config.num_train_timesteps
+    timesteps = torch.randint(0, steps, (len(batch),), device=dev)
+    noisy = model.scheduler.add_noise(clean, noise, timesteps)
+    task_ids = None
+    if tasks is not None:
+        task_ids = torch.as_tensor(list(tasks), dtype=torch.long, device=dev)
+        drop = torch.rand(len(batch), device=dev) < model.config.cond_drop
+        task_ids = task_ids.masked_fill(drop, model.null_task)
+    pred = model(noisy, timesteps, metas, node_embs, task_ids)
+    denoise = ((pred - noise) ** 2 * mask).sum() / (mask.sum() * 1.0)
+    stats = torch.cat([model.predict_stats(meta, emb) for meta, emb in zip(metas, node_embs,
+                                                                           strict=True)])
+    target = torch.cat([torch.stack([meta.mean, meta.std.log()], 1) for meta in metas])
+    return denoise + model.config.stats_weight * F.mse_loss(stats, target.float().to(dev))
+
+
+def fit(model: WeightDiffusion, zoo: Sequence[tuple[dict[str, torch.Tensor], ArchGraph]],
+        steps: int, lr: float = 1e-3, batch_size: int = 8, tasks: Sequence[int] | None = None,
+        seed: int = 0) -> list[float]:
+    """A minimal AdamW loop over a model zoo; returns the loss of every step.
+
+    For tests and small experiments; the project trainer will call :func:`diffusion_loss`.
+    """
+    encoded = [model.tokenizer.encode(state, graph) for state, graph in zoo]
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    model.train()
+    with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
+        torch.manual_seed(seed)
+        for _ in range(steps):
+            pick = torch.randint(0, len(encoded), (min(batch_size, len(encoded)),)).tolist()
+            loss = diffusion_loss(model, [encoded[i] for i in pick],
+                                  None if tasks is None else [tasks[i] for i in pick])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return losses
+
+
+# ----- sampling ----------------------------------------------------------------------------
+@torch.no_grad()
+def sample_state_dicts(model: WeightDiffusion, graph: ArchGraph, n: int = 1, seed: int = 0,
+                       steps: int = 50, guidance: float = 1.0, task: int | None = None,
+                       clip: float | None = 4.0) -> list[dict[str, torch.Tensor]]:
+    """``n`` sampled parameter dicts for ``graph`` (tied aliases included, no buffers).
+
+    DDIM with ``steps`` steps and eta 0: the seed fixes the starting noise, so a seed gives
+    fixed values. With a ``task`` and ``guidance`` other than 1, classifier-free guidance
+    mixes the conditional and the unconditional prediction. ``clip`` bounds each step's
+    predicted clean tokens to that many per-tensor stds (DDIM's ``clip_sample``): without
+    it an undertrained denoiser's early x0 estimates blow up (a tiny test model gave
+    weights 80x too large); ``None`` turns it off.
+    """
+    if n < 1 or steps < 1:
+        raise ValueError(f"n and steps must be positive, got n={n}, steps={steps}")
+    if task is not None and not 0 <= task < model.config.num_tasks:
+        raise ValueError(f"task {task} is out of range: this generator knows "
+                         f"{model.config.num_tasks} tasks")
+    was_training = model.training
+    model.eval()
+    dev = model.inp.weight.device
+    (node_emb,) = model.embed([graph])
+    stats = model.predict_stats(model.tokenizer.layout(graph), node_emb).double().cpu()
+    meta = replace(model.tokenizer.layout(graph), mean=stats[:, 0], std=stats[:, 1].exp())
+    gen = torch.Generator().manual_seed(int(seed))
+    x = torch.randn(n, len(meta.layer), meta.chunk, generator=gen).to(dev)
+    scheduler = DDIMScheduler.from_config(  # one per call: set_timesteps mutates it
+        model.scheduler.config, clip_sample=clip is not None, clip_sample_range=clip or 1.0)
+    scheduler.set_timesteps(steps)
+    metas, embs = [meta] * n, [node_emb] * n
+    null = torch.full((n,), model.null_task, dtype=torch.long, device=dev)
+    cond = None if task is None else torch.full_like(null, task)
+    for t in scheduler.timesteps:
+        timesteps = torch.full((n,), int(t), dtype=torch.long, device=dev)
+        eps = model(x, timesteps, metas, embs, cond if cond is not None else null)
+        if cond is not None and guidance != 1.0:
+            uncond = model(x, timesteps, metas, embs, null)
+            eps = uncond + guidance * (eps - uncond)
+        x = scheduler.step(eps, t, x).prev_sample
+    model.train(was_training)
+    return [model.tokenizer.decode(meta.denormalize(xi.cpu()).float(), meta) for xi in x]
+
+
+def load_diffusion(generator: str | os.PathLike | WeightDiffusion) -> WeightDiffusion:
+    """A diffusion generator from a local folder or Hub repo id, or an instance as is."""
+    if isinstance(generator, WeightDiffusion):
+        return generator
+    try:
+        model = WeightDiffusion.from_pretrained(str(generator))
+    except (ValueError, TypeError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{generator}: config.json is not a valid weight-diffusion "
+                              f"config: {err}") from err
+    model.name_or_path = str(generator)
+    return model.eval()
+
+
+def sample(arch: Any, generator: str | os.PathLike | WeightDiffusion, *, n: int = 1,
+           seed: int = 0, num_classes: int | None = None, steps: int = 50,
+           guidance: float = 1.0, task: int | None = None, clip: float | None = 4.0,
+           dtype: str | torch.dtype | None = None, **kwargs: Any) -> list[dict[str, torch.Tensor]]:
+    """``n`` sampled inits of ``arch``, each with exactly the keys of ``model.state_dict()``.
+
+    ``arch`` is resolved as by :func:`hyperinit.predict_state_dict` (spec string, dict or
+    module; ``num_classes`` and ``kwargs`` go to the constructor). Buffers come from the
+    model with BatchNorm statistics reset. ``dtype`` defaults to each parameter's dtype. See
+    :func:`sample_state_dicts` for ``steps``, ``guidance``, ``task`` and ``clip``.
+    """
+    from .predict import _buffers, _dtype, _target  # imported here: predict imports this module
+
+    target = _target(arch, num_classes, kwargs)
+    cast = _dtype(dtype)
+    buffers = list(_buffers(target.module))
+    reference = target.module.state_dict()
+    out = []
+    for params in sample_state_dicts(load_diffusion(generator), target.graph, n, seed, steps,
+                                     guidance, task, clip):
+        state = OrderedDict((k, params[k].to(cast or reference[k].dtype)) for k in params)
+        for name, value in buffers:
+            float_cast = cast if cast is not None and value.is_floating_point() else value.dtype
+            state[name] = value.clone().to(float_cast)
+        state._metadata = reference._metadata
+        out.append(state)
+    return out

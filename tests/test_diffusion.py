@@ -1,0 +1,194 @@
+"""Weight diffusion: exact tokenization, training, sampling, checkpoints and bad inputs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pytest
+import torch
+from torch import nn
+
+import graphs
+from hyperinit import CheckpointError
+from hyperinit.diffusion import (
+    SCHEDULER_FILE,
+    DiffusionConfig,
+    WeightDiffusion,
+    WeightTokenizer,
+    diffusion_loss,
+    fit,
+    sample,
+    sample_state_dicts,
+)
+
+TINY = DiffusionConfig(chunk=16, hidden=16, layers=1, heads=2, graph_layers=1, positions=16)
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+
+
+@pytest.fixture(scope="module")
+def graph() -> graphs.ArchGraph:
+    return graphs.build(mlp())
+
+
+@pytest.fixture(scope="module")
+def zoo(graph) -> list[tuple[dict[str, torch.Tensor], graphs.ArchGraph]]:
+    """Eight "trained" checkpoints: one init plus small deterministic perturbations."""
+    torch.manual_seed(0)
+    base = mlp().state_dict()
+    return [({k: v + 0.05 * torch.randn_like(v) for k, v in base.items()}, graph)
+            for _ in range(8)]
+
+
+@pytest.fixture(scope="module")
+def trained(zoo) -> tuple[WeightDiffusion, list[float]]:
+    torch.manual_seed(0)
+    model = WeightDiffusion(TINY)
+    return model, fit(model, zoo, steps=50, lr=3e-3)
+
+
+def fixed_loss(model: WeightDiffusion, zoo) -> float:
+    """Diffusion loss over the whole zoo with fixed noise and timesteps, averaged."""
+    batch = [model.tokenizer.encode(state, graph) for state, graph in zoo]
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(123)
+        return sum(diffusion_loss(model, batch).item() for _ in range(4)) / 4
+
+
+def test_tokenize_round_trip_is_exact(graph):
+    state = mlp().state_dict()
+    state["0.bias"] = torch.zeros(16)  # constant tensor: std floor, still exact
+    state["2.weight"] = torch.randn(4, 16) * 1e4 + 3.0
+    tok = WeightTokenizer(chunk=16)
+    tokens, meta = tok.encode(state, graph)
+    # 16 + 128 + 4 + 64 values -> 1 + 8 + 1 + 4 tokens, the tails zero-padded
+    assert tokens.shape == (14, 16) and tokens.dtype == torch.float32
+    assert meta.position.tolist() == [0, 0, 1, 2, 3, 4, 5, 6, 7, 0, 0, 1, 2, 3]
+    assert meta.valid[9].item() == 4 and (tokens[9, 4:] == 0).all()
+    assert meta.layer.tolist() == [0] + [1] * 8 + [2] + [3] * 4
+    assert meta.node.tolist() == [graph.params[i].node for i in meta.layer.tolist()]
+    decoded = tok.decode(tokens, meta)
+    assert set(decoded) == set(state)
+    for name, value in state.items():
+        assert torch.equal(decoded[name], value), name
+    # the model-facing normalization is standardized and inverts to float precision
+    normalized = meta.normalize(tokens)
+    assert abs(normalized[meta.mask].mean().item()) < 1e-5
+    assert torch.allclose(meta.denormalize(normalized)[meta.mask], tokens[meta.mask].double())
+    double = {k: v.double() for k, v in state.items()}
+    tokens64, meta64 = tok.encode(double, graph)
+    assert tokens64.dtype == torch.float64
+    assert all(torch.equal(tok.decode(tokens64, meta64)[k], v) for k, v in double.items())
+
+
+def test_encode_rejects_state_of_another_architecture(graph):
+    tok = WeightTokenizer(chunk=16)
+    wider = nn.Sequential(nn.Linear(8, 17), nn.ReLU(), nn.Linear(17, 4)).state_dict()
+    with pytest.raises(ValueError, match=r"0\.bias has shape \(17,\) but .* expects \(16,\)"):
+        tok.encode(wider, graph)
+    with pytest.raises(ValueError, match="no parameter '2.weight'"):
+        tok.encode({k: v for k, v in mlp().state_dict().items() if k != "2.weight"}, graph)
+
+
+def test_training_lowers_the_loss(zoo, trained):
+    model, losses = trained
+    assert len(losses) == 50 and all(map(torch.isfinite, torch.tensor(losses)))
+    untrained = WeightDiffusion(TINY)
+    assert fixed_loss(model, zoo) < 0.8 * fixed_loss(untrained, zoo)
+
+
+def test_sampling_is_seeded_and_well_formed(graph, trained):
+    model, _ = trained
+    first = sample_state_dicts(model, graph, n=2, seed=0, steps=5)
+    again = sample_state_dicts(model, graph, n=2, seed=0, steps=5)
+    other = sample_state_dicts(model, graph, n=2, seed=1, steps=5)
+    assert len(first) == 2
+    for state in first:
+        assert set(state) == set(graph.param_names())
+        for p in graph.params:
+            assert state[p.name].shape == p.shape and torch.isfinite(state[p.name]).all()
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(first, again, strict=True) for k in a)
+    assert not torch.equal(first[0]["0.weight"], other[0]["0.weight"])
+    assert not torch.equal(first[0]["0.weight"], first[1]["0.weight"])
+
+    streamed = list(model.iter_tensors(graph, seed=1))  # what predict/save_init consume
+    assert [name for name, _ in streamed] == [p.name for p in graph.params]
+    default = sample_state_dicts(model, graph, seed=1)[0]
+    assert all(torch.equal(t, default[name]) for name, t in streamed)
+
+
+def test_sampling_clips_to_predicted_stats(graph, trained):
+    """The last DDIM step returns the clipped x0: within mean +- 4 std of each tensor."""
+    model, _ = trained
+    with torch.no_grad():
+        (emb,) = model.embed([graph])
+        stats = model.predict_stats(model.tokenizer.layout(graph), emb)
+    state = sample_state_dicts(model, graph, seed=0, steps=5)[0]
+    for p, (mean, log_std) in zip(graph.params, stats.tolist(), strict=True):
+        assert (state[p.name] - mean).abs().max() <= 4 * torch.tensor(log_std).exp() + 1e-5
+
+
+def test_sample_resolves_any_module_and_resets_buffers(trained):
+    model, _ = trained
+    # an architecture outside the zoo, with BatchNorm buffers: one model serves several
+    arch = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4))
+    arch[1].running_mean.fill_(5.0)
+    states = sample(arch, generator=model, n=2, seed=3, steps=3)
+    reference = arch.state_dict()
+    for state in states:
+        assert set(state) == set(reference)
+        assert all(state[k].shape == v.shape and state[k].dtype == v.dtype
+                   for k, v in reference.items())
+        assert torch.equal(state["1.running_mean"], torch.zeros(16))
+    fresh = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4))
+    fresh.load_state_dict(states[0], strict=True)
+    assert torch.isfinite(fresh.eval()(torch.randn(3, 8))).all()
+
+
+def test_save_and_load_give_identical_samples_and_schedule(tmp_path, graph, trained):
+    model, _ = trained
+    model.scheduler.register_to_config(beta_end=0.03)  # a non-default value must survive
+    try:
+        model.save_pretrained(tmp_path)
+        loaded = WeightDiffusion.from_pretrained(tmp_path)
+    finally:
+        model.scheduler.register_to_config(beta_end=2e-2)
+    assert json.loads((tmp_path / "config.json").read_text()) == asdict(TINY)
+    assert (tmp_path / SCHEDULER_FILE).is_file()
+    assert loaded.scheduler.config.beta_end == 0.03
+    assert loaded.scheduler.config.beta_schedule == "linear"
+    loaded.scheduler.register_to_config(beta_end=2e-2)
+    ours, theirs = (sample_state_dicts(m, graph, n=1, seed=7, steps=4)[0]
+                    for m in (model, loaded))
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_bad_checkpoints_raise_checkpoint_error(tmp_path, trained):
+    model, _ = trained
+    model.save_pretrained(tmp_path)
+    (tmp_path / SCHEDULER_FILE).unlink()
+    with pytest.raises(CheckpointError, match=SCHEDULER_FILE):
+        WeightDiffusion.from_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"\x00not safetensors at all")
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        WeightDiffusion.from_pretrained(tmp_path)
+    wider = WeightDiffusion(DiffusionConfig(**{**asdict(TINY), "hidden": 32}))
+    wider.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(asdict(TINY)))
+    with pytest.raises(CheckpointError, match="wrong shapes"):
+        WeightDiffusion.from_pretrained(tmp_path)
+
+
+def test_classifier_free_guidance(graph, zoo):
+    torch.manual_seed(0)
+    model = WeightDiffusion(DiffusionConfig(**{**asdict(TINY), "num_tasks": 2}))
+    fit(model, zoo, steps=3, tasks=[i % 2 for i in range(len(zoo))])
+    plain, guided = (sample_state_dicts(model, graph, seed=0, steps=3, task=1, guidance=g)[0]
+                     for g in (1.0, 3.0))
+    assert all(torch.isfinite(v).all() for v in guided.values())
+    assert not torch.equal(plain["0.weight"], guided["0.weight"])
+    with pytest.raises(ValueError, match="task 2 is out of range"):
+        sample_state_dicts(model, graph, task=2)
