@@ -70,11 +70,19 @@ class IndexFeatures(nn.Module):
         k = features // 2
         self.register_buffer("freqs", math.pi * (1 - torch.rand(k, generator=g)))
         self.register_buffer("shifts", 2 * math.pi * torch.rand(k, generator=g))
+        self._cache: dict[tuple, torch.Tensor] = {}  # features depend on fixed buffers only
 
     def forward(self, n: int, offset: torch.Tensor) -> torch.Tensor:
-        i = torch.arange(n, device=self.freqs.device, dtype=torch.float32)[:, None]
-        angle = (i + offset) * self.freqs + self.shifts
-        return torch.cat([angle.sin(), angle.cos()], dim=1) / math.sqrt(self.freqs.numel())
+        # Many tensors share a width (and, for one seed, an offset): compute each once.
+        key = (n, float(offset), self.freqs.device)
+        if key not in self._cache:
+            if len(self._cache) >= 256:
+                self._cache.clear()
+            i = torch.arange(n, device=self.freqs.device, dtype=torch.float32)[:, None]
+            angle = (i + offset) * self.freqs + self.shifts
+            self._cache[key] = torch.cat([angle.sin(), angle.cos()], dim=1) / math.sqrt(
+                self.freqs.numel())
+        return self._cache[key]
 
 
 class LowRankDecoder(nn.Module):
