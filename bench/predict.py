@@ -74,22 +74,10 @@ def measure_default(spec: str) -> dict[str, Any]:
     import graphs
 
     resolved = graphs.resolve(spec)
-    build = _real_builder(resolved)
-    build()  # warm: imports and first-call costs
+    resolved.build(meta=False)  # warm: imports and first-call costs
     start = time.perf_counter()
-    build()
+    resolved.build(meta=False)
     return {"seconds": time.perf_counter() - start}
-
-
-def _real_builder(spec):
-    """A zero-argument function that builds ``spec`` for real on CPU (default init)."""
-    if spec.source == "torchvision":
-        import torchvision
-
-        return lambda: torchvision.models.get_model(spec.name, weights=None, **spec.kwargs)
-    from graphs.specs import _build_hf
-
-    return lambda: _build_hf(spec)
 
 
 def _worker(args: list[str]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,12 +70,13 @@ class ArchSpec:
     def to_json(self) -> str:
         return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
 
-    def build(self) -> nn.Module:
-        """The model, in eval mode, with parameters on ``meta`` and real buffers."""
+    def build(self, meta: bool = True) -> nn.Module:
+        """The model, in eval mode, with parameters on ``meta`` and real buffers; with
+        ``meta=False``, on CPU with the library's default initialization."""
         if self.module is not None:
             return self.module
         try:
-            with meta_init():
+            with meta_init() if meta else nullcontext():
                 model = _BUILDERS[self.source](self)
         except UnknownArchitectureError:
             raise

@@ -294,3 +294,19 @@ def test_cli_predict_reports(tmp_path, capsys, ghn):
     assert load_file(out)["fc.weight"].dtype == torch.float16
     assert main(["predict", "torchvision:resnet18", "--out", str(tmp_path / "no/x")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_predict_compare_prints_side_by_side(tmp_path, capsys, ghn, shared_data):
+    from hyperinit.cli import main
+
+    ghn.save_pretrained(tmp_path / "gen")
+    code = main(["predict", "torchvision:squeezenet1_1", "--num-classes", "10", "--out",
+                 str(tmp_path / "s.safetensors"), "--generator", str(tmp_path / "gen"),
+                 "--compare", "2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.startswith(("| predicted", "| default"))]
+    assert len(rows) == 2 and all(line.count("%") == 2 for line in rows)
+    assert main(["predict", "hf:gpt2", "--config", '{"n_layer": 1}', "--out",
+                 str(tmp_path / "g.safetensors"), "--compare", "2"]) == 2
+    assert "image classifiers" in capsys.readouterr().err

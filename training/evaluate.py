@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+import graphs
 import hyperinit
 from hyperinit.predict import generator_id
 
@@ -589,3 +590,31 @@ def plot_curves(cfg: EvalConfig, rows: list[dict[str, Any]], path: Path) -> Path
     fig.suptitle("error bars: std over seeds of the mean over archs", fontsize=9)
     save_figure(fig, path)
     return path
+
+
+def compare_inits(spec: graphs.ArchSpec, init: str | Path, steps: int,
+                  data_path: str | None = None) -> str:
+    """Train ``spec`` from the init file and from PyTorch's default init, with the same data
+    and seed, for ``steps`` SGD steps on CIFAR-10 (5,000 training and 1,000 test images),
+    and return a small markdown table of test accuracy. A quick look, not an evaluation:
+    ``hyperinit eval`` is that."""
+    from safetensors.torch import load_file
+
+    if spec.source not in ("torchvision", "timm", "python"):
+        raise ValueError(f"--compare trains CIFAR-10 image classifiers; {spec.label} is not one")
+    cfg = EvalConfig(task="image", data=data_path, seeds=(0,), ks=(0, steps), batch_size=64,
+                     train_samples=5000, test_samples=1000, device="cpu")
+    eval_data = EvalData(cfg, torch.device("cpu"))
+    state = load_file(str(init))
+    results = {}
+    for arm in ("predicted", "default"):
+        torch.manual_seed(0)
+        model = spec.build(meta=False)
+        if arm == "predicted":
+            model.load_state_dict(state, strict=True)
+        results[arm] = train_and_measure(model, cfg, eval_data, 0, torch.device("cpu"))
+    lines = [f"| init | test accuracy, no training | after {steps} steps |", "|---|--:|--:|"]
+    for arm, points in results.items():
+        lines.append(f"| {arm} | {100 * points['0']['accuracy']:.1f}% | "
+                     f"{100 * points[str(steps)]['accuracy']:.1f}% |")
+    return "\n".join(lines)

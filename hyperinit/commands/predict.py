@@ -22,6 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="dtype of floating-point tensors (default: the model's)")
     p.add_argument("--max-shard-size", type=int, default=None, metavar="BYTES",
                    help="shard a folder output above this many bytes (default 5 GB)")
+    p.add_argument("--compare", type=int, metavar="STEPS",
+                   help="then train the model for STEPS SGD steps on CIFAR-10 from this init and "
+                        "from PyTorch's default init, and print test accuracy side by side "
+                        "(image classifiers with 10 classes; a quick look, not an evaluation)")
     p.set_defaults(func=run)
 
 
@@ -31,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     generator = hyperinit.load_generator(args.generator)
-    files = hyperinit.save_init(spec_from_args(args), args.out, generator, seed=args.seed,
+    spec = spec_from_args(args)
+    files = hyperinit.save_init(spec, args.out, generator, seed=args.seed,
                                 dtype=args.dtype,
                                 max_shard_size=args.max_shard_size or DEFAULT_MAX_SHARD_SIZE)
     elapsed = time.perf_counter() - start
@@ -44,4 +49,8 @@ def run(args: argparse.Namespace) -> int:
           f"in {elapsed:.2f} s", file=sys.stderr)
     print(f"arch_hash {meta['hyperinit.arch_hash']}; wrote {size / 1e6:.1f} MB to "
           + ", ".join(str(f) for f in files))
+    if args.compare:
+        from training.evaluate import compare_inits
+
+        print(compare_inits(spec, files[0], args.compare))
     return 0
