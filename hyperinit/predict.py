@@ -42,17 +42,20 @@ class _Target:
     graph: ArchGraph
 
 
+def _shipped() -> list[str]:
+    return sorted(p.name for p in CHECKPOINTS.glob("*") if (p / WEIGHTS_FILE).is_file())
+
+
 def default_generator() -> str:
-    """The generator used when none is named: the shipped one if present."""
-    shipped = sorted(p.name for p in CHECKPOINTS.glob("*") if (p / WEIGHTS_FILE).is_file())
+    """The generator used when none is named: the first shipped ``ghn-*`` if present."""
+    shipped = _shipped()
     preferred = [n for n in shipped if n.startswith("ghn")]
     return (preferred or shipped or [UNTRAINED])[0]
 
 
 def list_generators() -> list[str]:
     """Names of the generators that ship in ``checkpoints/`` (plus ``untrained``)."""
-    return sorted(p.name for p in CHECKPOINTS.glob("*") if (p / WEIGHTS_FILE).is_file()) + [
-        UNTRAINED]
+    return [*_shipped(), UNTRAINED]
 
 
 def load_generator(generator: Generator = None) -> GraphHyperNetwork | WeightDiffusion:
