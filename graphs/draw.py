@@ -75,6 +75,15 @@ def draw(graph: ArchGraph, path: str | os.PathLike[str]) -> Path:
     ax.set_xlim(x.min() - 1, x.max() + 1)
     ax.set_ylim(-level.max() - 1, 1)
     ax.axis("off")
+    save_figure(fig, path)
+    return path
+
+
+def save_figure(fig, path: Path) -> None:
+    """Save a matplotlib figure to ``path`` through a temp file, then close it: a reader
+    never sees a half-written image."""
+    import matplotlib.pyplot as plt
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
     os.close(fd)
     try:
@@ -84,4 +93,3 @@ def draw(graph: ArchGraph, path: str | os.PathLike[str]) -> Path:
         plt.close(fig)
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path

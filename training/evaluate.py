@@ -49,10 +49,10 @@ from tqdm import tqdm
 
 import graphs
 import hyperinit
+from graphs.draw import save_figure
 from hyperinit.predict import generator_id
 
 from . import data, samplers
-from .plots import save_figure
 
 ARMS = ("predicted", "default", "orthogonal", "mimetic")
 RESULTS = "results.jsonl"

@@ -1,26 +1,11 @@
-"""PNG plots of training curves, written atomically."""
+"""PNG plots of training curves, written atomically (``save_figure``)."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
-
-def save_figure(fig, path: Path) -> None:
-    """Save a matplotlib figure to ``path`` through a temp file, then close it."""
-    import matplotlib.pyplot as plt
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+from graphs.draw import save_figure
 
 
 def plot_metrics(metrics: Path, out: Path) -> Path | None:
