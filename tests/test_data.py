@@ -25,14 +25,7 @@ from training.data import (
     text_eval_batches,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Other test processes share the two cores; OpenMP spinning on both slows all down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,18 @@ def add_arch_arguments(p: argparse.ArgumentParser) -> None:
                    help="constructor keyword arguments or transformers config overrides, as JSON")
 
 
+def add_init_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Options of every command that predicts an init: generator, seed, dtype, sharding."""
+    p.add_argument("--generator", help="generator that predicts the init: shipped name, "
+                                       "checkpoint folder or hub:OWNER/NAME@REVISION "
+                                       "(default: the first shipped ghn-*)")
+    p.add_argument("--seed", type=int, default=0, help="prediction seed (default 0)")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
+                   help="dtype of floating-point tensors (default: the model's)")
+    p.add_argument("--max-shard-size", type=int, default=None, metavar="BYTES",
+                   help="shard a folder output above this many bytes (default 5 GB)")
+
+
 def _json_object(text: str) -> dict:
     try:
         value = json.loads(text)

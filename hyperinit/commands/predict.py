@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from ._arch import add_arch_arguments, spec_from_args
+from ._arch import add_arch_arguments, add_init_options, spec_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,13 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_arch_arguments(p)
     p.add_argument("--out", required=True,
                    help="a .safetensors file, or a folder (gets model.safetensors or shards)")
-    p.add_argument("--generator", help="shipped generator name or checkpoint folder "
-                                       "(default: the shipped default; see `hyperinit generators`)")
-    p.add_argument("--seed", type=int, default=0, help="prediction seed (default 0)")
-    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
-                   help="dtype of floating-point tensors (default: the model's)")
-    p.add_argument("--max-shard-size", type=int, default=None, metavar="BYTES",
-                   help="shard a folder output above this many bytes (default 5 GB)")
+    add_init_options(p)
     p.add_argument("--compare", type=int, metavar="STEPS",
                    help="then train the model for STEPS SGD steps on CIFAR-10 from this init and "
                         "from PyTorch's default init, and print test accuracy side by side "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._arch import _json_object, spec_from_args
+from ._arch import _json_object, add_init_options, spec_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,13 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     init.add_argument("--num-classes", type=int, help="classifier size (num_labels for hf)")
     init.add_argument("--config", type=_json_object, default={}, metavar="JSON",
                       help="constructor keyword arguments or transformers config overrides")
-    init.add_argument("--generator", help="generator that predicts the init: shipped name, "
-                                          "checkpoint folder or hub:OWNER/NAME@REVISION")
-    init.add_argument("--seed", type=int, default=0, help="prediction seed (default 0)")
-    init.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
-                      help="dtype of floating-point tensors (default: the model's)")
-    init.add_argument("--max-shard-size", type=int, default=None, metavar="BYTES",
-                      help="shard above this many bytes (default 5 GB)")
+    add_init_options(init)
     p.set_defaults(func=run, parser=p)
 
 
