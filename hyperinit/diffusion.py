@@ -353,30 +353,6 @@ def diffusion_loss(model: WeightDiffusion, batch: Sequence[tuple[torch.Tensor, T
     return denoise + model.config.stats_weight * F.mse_loss(stats, target.float().to(dev))
 
 
-def fit(model: WeightDiffusion, zoo: Sequence[tuple[dict[str, torch.Tensor], ArchGraph]],
-        steps: int, lr: float = 1e-3, batch_size: int = 8, tasks: Sequence[int] | None = None,
-        seed: int = 0) -> list[float]:
-    """A minimal AdamW loop over a model zoo; returns the loss of every step.
-
-    For tests and small experiments; the project trainer will call :func:`diffusion_loss`.
-    """
-    encoded = [model.tokenizer.encode(state, graph) for state, graph in zoo]
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    losses = []
-    model.train()
-    with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
-        torch.manual_seed(seed)
-        for _ in range(steps):
-            pick = torch.randint(0, len(encoded), (min(batch_size, len(encoded)),)).tolist()
-            loss = diffusion_loss(model, [encoded[i] for i in pick],
-                                  None if tasks is None else [tasks[i] for i in pick])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-    return losses
-
-
 # ----- sampling ----------------------------------------------------------------------------
 @torch.no_grad()
 def sample_state_dicts(model: WeightDiffusion, graph: ArchGraph, n: int = 1, seed: int = 0,

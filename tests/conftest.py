@@ -27,3 +27,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# Two of the smallest sampled CNNs (42k and 27k parameters), 2 runs each, 4 steps on 256
+# images of the real CIFAR-10, saved at steps 2 and 4: seconds to build.
+TINY_ZOO = {"archs": ("convnext-0", "vgg-2"), "models_per_arch": 2, "steps": 4,
+            "save_at": (2, 4), "lrs": (0.02, 0.05), "weight_decays": (5e-4, 5e-3),
+            "batch_sizes": (32,), "train_samples": 256, "test_samples": 128, "device": "cpu"}
+
+
+def tiny_zoo_config(shared_data: Path, out: Path, **options):
+    from training.zoo import ZooConfig
+
+    return ZooConfig(**{**TINY_ZOO, "data": str(shared_data / "cifar10-jpg.zip"),
+                        "out": str(out), **options})
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory, shared_data):
+    """``(config, checkpoints written)`` of a tiny zoo built once; never modify it (copy)."""
+    from training.zoo import build_zoo
+
+    cfg = tiny_zoo_config(shared_data, tmp_path_factory.mktemp("zoo") / "zoo")
+    return cfg, build_zoo(cfg)

@@ -17,7 +17,6 @@ from hyperinit.diffusion import (
     WeightDiffusion,
     WeightTokenizer,
     diffusion_loss,
-    fit,
     sample,
     sample_state_dicts,
 )
@@ -41,6 +40,22 @@ def zoo(graph) -> list[tuple[dict[str, torch.Tensor], graphs.ArchGraph]]:
     base = mlp().state_dict()
     return [({k: v + 0.05 * torch.randn_like(v) for k, v in base.items()}, graph)
             for _ in range(8)]
+
+
+def fit(model: WeightDiffusion, zoo, steps: int, lr: float = 1e-3,
+        tasks: list[int] | None = None) -> list[float]:
+    """A few AdamW steps on the whole in-memory zoo (the project's loop needs a zoo folder:
+    see test_diffusion_training.py); returns the loss of every step."""
+    batch = [model.tokenizer.encode(state, graph) for state, graph in zoo]
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = diffusion_loss(model, batch, tasks)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import TINY_ZOO, tiny_zoo_config
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -30,21 +31,12 @@ from training.zoo import (
     zoo_stats,
 )
 
-ARCHS = ("convnext-0", "vgg-2")  # two of the smallest sampled CNNs (42k and 27k parameters)
-TINY = {"archs": ARCHS, "models_per_arch": 2, "steps": 4, "save_at": (2, 4),
-        "lrs": (0.02, 0.05), "weight_decays": (5e-4, 5e-3), "batch_sizes": (32,),
-        "train_samples": 256, "test_samples": 128, "device": "cpu"}
+ARCHS = TINY_ZOO["archs"]
 
 
-def tiny_config(shared_data: Path, out: Path, **options) -> ZooConfig:
-    return ZooConfig(**{**TINY, "data": str(shared_data / "cifar10-jpg.zip"), "out": str(out),
-                        **options})
-
-
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory, shared_data) -> tuple[ZooConfig, int]:
-    cfg = tiny_config(shared_data, tmp_path_factory.mktemp("zoo") / "zoo")
-    return cfg, build_zoo(cfg)
+@pytest.fixture
+def zoo(tiny_zoo) -> tuple[ZooConfig, int]:
+    return tiny_zoo
 
 
 @pytest.fixture
@@ -101,7 +93,7 @@ def test_records(zoo):
 
 def test_resume_skips_done_and_redoes_missing(zoo, zoo_copy):
     cfg, _ = zoo
-    cfg = tiny_config(Path(cfg.data).parent, zoo_copy)
+    cfg = tiny_zoo_config(Path(cfg.data).parent, zoo_copy)
     mtimes = {p: p.stat().st_mtime_ns for p in zoo_copy.rglob("step-*")}
     start = time.perf_counter()
     assert build_zoo(cfg) == 0
@@ -122,7 +114,7 @@ def test_resume_skips_done_and_redoes_missing(zoo, zoo_copy):
 
 
 def test_resume_refuses_other_options(zoo, zoo_copy):
-    cfg = tiny_config(Path(zoo[0].data).parent, zoo_copy, lrs=(0.3,))
+    cfg = tiny_zoo_config(Path(zoo[0].data).parent, zoo_copy, lrs=(0.3,))
     with pytest.raises(ValueError, match="other options"):
         build_zoo(cfg)
 
@@ -200,7 +192,7 @@ def test_config_and_errors(shared_data, tmp_path):
 def test_cli(zoo, zoo_copy, capsys, tmp_path):
     parser = argparse.ArgumentParser()
     zoo_command.register(parser.add_subparsers(dest="command"))
-    overrides = [f"{k}={json.dumps(v)}" for k, v in {**TINY, "data": zoo[0].data,
+    overrides = [f"{k}={json.dumps(v)}" for k, v in {**TINY_ZOO, "data": zoo[0].data,
                                                       "out": str(zoo_copy)}.items()]
     args = parser.parse_args(["zoo", "build", *overrides])
     assert args.func(args) == 0

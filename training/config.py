@@ -13,18 +13,27 @@ Config = TypeVar("Config")
 
 @dataclass
 class TrainConfig:
-    """Everything a hypernetwork training run depends on. Defaults fit a CPU smoke run."""
+    """Everything a generator training run depends on. Defaults fit a CPU smoke run.
 
-    task: str = "image"  # "image" (CIFAR-10 classifiers) or "text" (char-level LMs)
-    data: str | None = None  # dataset path; None: the shared CIFAR-10 zip / tiny-shakespeare
-    train_samples: int | None = None  # use only the first N training images (None: all)
+    ``generator`` picks what is trained: ``"ghn"`` (the graph hypernetwork, on ``task``'s
+    data and sampled architectures) or ``"diffusion"`` (the weight-diffusion model, on the
+    checkpoints of the model ``zoo``). Options marked "ghn" or "diffusion" apply to that
+    generator only; the rest (optimization, run) apply to both.
+    """
+
+    generator: str = "ghn"  # "ghn" or "diffusion"
+    task: str = "image"  # ghn: "image" (CIFAR-10 classifiers) or "text" (char-level LMs)
+    data: str | None = None  # ghn: dataset path; None: the shared CIFAR-10 zip / shakespeare
+    train_samples: int | None = None  # ghn: use only N training images (None: all)
+    zoo: str | None = None  # diffusion: the model zoo folder (hyperinit zoo build)
+    zoo_step: int | None = None  # diffusion: learn checkpoints of this step; None: the last
     out: str = "runs/ghn"
-    # architectures
+    # architectures (ghn)
     arch_pool: int = 1000  # train on sampler seeds 0..arch_pool-1 (a fixed "1K" set)
     meta_batch: int = 4  # architectures per step
     prebuild_workers: int = 0  # >0: build the whole pool up front in this many processes
     # data
-    batch_size: int = 64
+    batch_size: int = 64  # ghn: images or text blocks; diffusion: zoo checkpoints
     block_size: int = 128  # text only
     # optimization (LoGAH's recipe by default)
     steps: int = 1000
@@ -34,12 +43,14 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     reg: float = 3e-5  # weight of the sum of predicted tensors' Frobenius norms (GHN-3)
-    # generator size (hyperinit.GHNConfig)
-    hidden: int = 64
-    layers: int = 3
-    heads: int = 8
-    rank: int = 32
-    features: int = 64
+    # generator size; None: the default of hyperinit.GHNConfig / hyperinit.DiffusionConfig
+    hidden: int | None = None
+    layers: int | None = None
+    heads: int | None = None
+    rank: int | None = None  # ghn
+    features: int | None = None  # ghn
+    chunk: int | None = None  # diffusion: values per weight token
+    graph_layers: int | None = None  # diffusion: depth of its graph encoder
     # run
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda"
@@ -50,6 +61,16 @@ class TrainConfig:
     max_seconds: float | None = None  # stop (with a checkpoint) after this long; resume later
 
     def __post_init__(self) -> None:
+        if self.generator not in SIZE_OPTIONS:
+            raise ValueError(f"generator must be 'ghn' or 'diffusion', got {self.generator!r}")
+        if self.generator == "diffusion" and not self.zoo:
+            raise ValueError("generator='diffusion' learns from a model zoo: set zoo=FOLDER "
+                             "(make one with `hyperinit zoo build`)")
+        other = "diffusion" if self.generator == "ghn" else "ghn"
+        only_other = SIZE_OPTIONS[other] + (("zoo", "zoo_step") if other == "diffusion" else ())
+        wrong = [k for k in only_other if getattr(self, k) is not None]
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)} only apply to generator={other!r}")
         if self.task not in ("image", "text"):
             raise ValueError(f"task must be 'image' or 'text', got {self.task!r}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -61,6 +82,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def size(self) -> dict[str, int]:
+        """The generator's size options that are set, for its config class."""
+        names = ("hidden", "layers", "heads", *SIZE_OPTIONS[self.generator])
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
+
+
+# Size options that only one generator has (set for the other one: an error).
+SIZE_OPTIONS = {"ghn": ("rank", "features"), "diffusion": ("chunk", "graph_layers")}
 
 
 def _check_keys(values: dict[str, Any], source: str, cls: type = TrainConfig) -> None:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 import time
 from collections.abc import Iterable, Iterator
@@ -51,6 +50,7 @@ import graphs
 import hyperinit
 from graphs.draw import save_figure
 from hyperinit.predict import generator_id
+from hyperinit.safetensors_io import atomic_path
 
 from . import data, samplers
 
@@ -382,8 +382,8 @@ def evaluate(cfg: EvalConfig) -> list[dict[str, Any]]:
     device = _device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_resumable(cfg, out)
-    done = _load_rows(out / RESULTS)
+    check_resumable(cfg.to_dict(), out, ROW_OPTIONS)
+    done = load_rows(out / RESULTS, ("arch", "arm", "seed"))
     jobs = [(e, arm, seed) for e in entries for arm in cfg.arms for seed in cfg.seeds]
     todo = [j for j in jobs if (j[0].name, j[1], j[2]) not in done]
     if todo:
@@ -412,25 +412,30 @@ def _device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def _check_resumable(cfg: EvalConfig, out: Path) -> None:
-    """Write ``config.json``; refuse an ``out`` whose rows were made with other options."""
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (temp file, then rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def check_resumable(config: dict[str, Any], out: Path, options: tuple[str, ...]) -> None:
+    """Write ``config`` to ``OUT/config.json``; refuse an ``out`` whose rows (``results.jsonl``)
+    were made with other values of ``options``, the ones that change a row's numbers."""
     path = out / "config.json"
-    mine = cfg.to_dict()
     if path.is_file() and (out / RESULTS).is_file():
         theirs = json.loads(path.read_text())
-        changed = [k for k in ROW_OPTIONS if theirs.get(k) != mine[k]]
+        changed = [k for k in options if theirs.get(k) != config[k]]
         if changed:
             raise ValueError(
                 f"{out} holds results made with other {', '.join(changed)} "
                 f"({', '.join(f'{k}={theirs.get(k)!r}' for k in changed)}): use another out "
                 "folder, or delete it to start over")
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(mine, indent=2))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(config, indent=2))
 
 
-def _load_rows(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """Finished rows by (arch, arm, seed). A line cut short by a crash is dropped for good."""
+def load_rows(path: Path, key: tuple[str, ...]) -> dict[tuple, dict[str, Any]]:
+    """Finished rows by the values of ``key``. A line cut short by a crash is dropped for
+    good (the file is rewritten without it)."""
     if not path.is_file():
         return {}
     rows, lines = {}, []
@@ -439,24 +444,18 @@ def _load_rows(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        rows[row["arch"], row["arm"], row["seed"]] = row
+        rows[tuple(row[k] for k in key)] = row
         lines.append(line)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
+    write_text(path, "".join(line + "\n" for line in lines))
     return rows
 
 
 # ----- reports ------------------------------------------------------------------------------
 def write_reports(cfg: EvalConfig, rows: list[dict[str, Any]], out: Path) -> str:
     """``results.json``, ``table.md`` and ``curves.png`` in ``out``; returns the table."""
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(rows, indent=1))
-    os.replace(tmp, out / "results.json")
+    write_text(out / "results.json", json.dumps(rows, indent=1))
     table = make_table(cfg, rows)
-    tmp = out / "table.md.tmp"
-    tmp.write_text(table)
-    os.replace(tmp, out / "table.md")
+    write_text(out / "table.md", table)
     plot_curves(cfg, rows, out / "curves.png")
     return table
 

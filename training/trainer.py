@@ -1,9 +1,11 @@
-"""Train a graph hypernetwork: predict parameters for a meta-batch of architectures, run
-the same data batch through each, and backpropagate the averaged loss into the generator.
+"""Train a generator: the loop both generators share, and the graph hypernetwork's step.
 
-Read top to bottom: setup (distributed, data, architectures, model, optimizer), resume,
-the loop, checkpointing. Launch on many processes with ``torchrun``: each rank draws its
-own architectures and data, gradients are averaged with ``all_reduce``, rank 0 writes.
+:class:`Trainer` is the loop: setup (distributed, data, model, optimizer), resume, steps,
+checkpointing. :class:`GHNTrainer` predicts parameters for a meta-batch of architectures,
+runs the same data batch through each, and backpropagates the averaged loss into the
+hypernetwork; ``training.diffusion_trainer.DiffusionTrainer`` denoises zoo checkpoints.
+Launch on many processes with ``torchrun``: each rank draws its own architectures (or
+checkpoints) and data, gradients are averaged with ``all_reduce``, rank 0 writes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -63,99 +66,74 @@ def task_loss(module: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor
 
 
 class Trainer:
-    """Owns one run: ``Trainer(cfg).train()``. Rank 0 logs and checkpoints."""
+    """One run of one generator: ``Trainer(cfg).train()``. Rank 0 logs and checkpoints.
+
+    This class is the loop both generators share (learning-rate schedule, gradient
+    averaging across ranks, clipping, checkpoints, exact resume, metrics, time limit).
+    A subclass says what is trained and what one step's loss is: :meth:`setup`,
+    :meth:`build_model`, :meth:`loss`, and the state of its data stream.
+    """
+
+    desc = "train"  # the progress bar's label
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         self.rank, self.world = _init_distributed(cfg)
         self.device = _device(cfg)
         self.out = Path(cfg.out)
-        self.sampler = samplers.mixed(cfg.task)
-        self.batches = self._batches()
-        self._pool: dict[int, Arch] = {}
-        if cfg.prebuild_workers > 0:  # before CUDA starts: worker processes fork
-            self._prebuild(cfg.prebuild_workers)
+        self.setup()
         torch.manual_seed(cfg.seed)
-        self.ghn = GraphHyperNetwork(GHNConfig(cfg.hidden, cfg.layers, cfg.heads, cfg.rank,
-                                               cfg.features)).to(self.device)
+        self.model = self.build_model().to(self.device)
         if self.world > 1:  # start every rank from rank 0's weights
-            for p in self.ghn.parameters():
+            for p in self.model.parameters():
                 dist.broadcast(p.data, src=0)
-        self.optimizer = torch.optim.AdamW(self.ghn.parameters(), lr=cfg.lr,
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
                                            weight_decay=cfg.weight_decay)
         self.step = 0
 
-    # ----- setup --------------------------------------------------------------------------
-    def _batches(self):
-        cfg, seed = self.cfg, self.cfg.seed * 1000 + self.rank
-        if cfg.task == "image":
-            images, labels = data.load_cifar10(cfg.data, "train")
-            if cfg.train_samples:  # a fixed random subset: the files are sorted by class
-                keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
-                images, labels = images[keep[:cfg.train_samples]], labels[keep[:cfg.train_samples]]
-            return data.ImageBatches(images.to(self.device), labels.to(self.device),
-                                     cfg.batch_size, seed=seed)
-        corpus = data.load_text(cfg.data)
-        return data.TextBatches(corpus.train.to(self.device), cfg.batch_size, cfg.block_size,
-                                seed=seed)
+    # ----- what a subclass provides -------------------------------------------------------
+    def setup(self) -> None:
+        """Load data (and anything else) before the model exists."""
 
-    def _arch(self, seed: int) -> Arch:
-        """The architecture of a pool seed, built on first use and kept."""
-        if seed not in self._pool:
-            self._pool[seed] = build_arch(self.sampler, seed, self.cfg)
-        arch = self._pool[seed]
-        if arch.buffers and next(iter(arch.buffers.values())).device != self.device:
-            arch.buffers = {k: v.to(self.device) for k, v in arch.buffers.items()}
-        return arch
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
 
-    def _prebuild(self, workers: int) -> None:
-        """Build the whole pool in worker processes (sampling and tracing cost CPU time)."""
-        from concurrent.futures import ProcessPoolExecutor
+    def loss(self) -> tuple[torch.Tensor, dict[str, float]]:
+        """This step's loss to backpropagate, and extra metrics to log."""
+        raise NotImplementedError
 
-        seeds = range(self.cfg.arch_pool)
-        with ProcessPoolExecutor(workers) as pool:
-            built = pool.map(build_arch, [self.sampler] * len(seeds), seeds,
-                             [self.cfg] * len(seeds), chunksize=8)
-            self._pool = dict(zip(seeds, tqdm(built, total=len(seeds), desc="architectures",
-                                                disable=self.rank != 0), strict=True))
+    def data_state(self) -> dict[str, Any]:
+        """What the data stream needs to resume exactly (saved in the checkpoint)."""
+        return {}
 
-    def arch_seeds(self, step: int) -> list[int]:
-        """The architectures of a step on this rank: a pure function of (seed, step, rank)."""
+    def load_data_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`data_state`."""
+
+    def picks(self, step: int, n: int, population: int) -> list[int]:
+        """``n`` draws from ``range(population)`` for a step on this rank: a pure function
+        of (seed, step, rank), so resuming needs no sampler state and ranks differ."""
         rng = random.Random(f"{self.cfg.seed}-{step}-{self.rank}")
-        return [rng.randrange(self.cfg.arch_pool) for _ in range(self.cfg.meta_batch)]
+        return [rng.randrange(population) for _ in range(n)]
 
     # ----- one step -----------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
-        cfg = self.cfg
-        archs = [self._arch(s) for s in self.arch_seeds(self.step)]
-        x, y = next(self.batches)
-        lr = lr_at(self.step, cfg)
+        lr = lr_at(self.step, self.cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16,
-                                  enabled=cfg.amp and self.device.type == "cuda")
-        with autocast:
-            predicted = self.ghn([a.graph for a in archs])
-            # Predicted tensors come out of autocast in bf16; parameters are kept fp32 like
-            # any model's (BatchNorm insists), and autocast still runs the math in bf16.
-            losses = [task_loss(a.module, {**_fp32(p), **_fresh(a.buffers)}, x, y)
-                      for a, p in zip(archs, predicted, strict=True)]
-            task = torch.stack(losses).mean()
-            norm = sum(t.float().norm() for p in predicted for t in p.values()) / len(archs)
-            loss = task + cfg.reg * norm
+        loss, extra = self.loss()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.world > 1:
-            for p in self.ghn.parameters():
+            for p in self.model.parameters():
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
                 dist.all_reduce(p.grad)  # a sum: gloo has no average
                 p.grad /= self.world
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.ghn.parameters(), cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.step += 1
-        return {"step": self.step, "loss": task.item(), "param_norm": norm.item(),
-                "grad_norm": float(grad_norm), "lr": lr}
+        return {"step": self.step, "loss": loss.item(), **extra, "grad_norm": float(grad_norm),
+                "lr": lr}
 
     # ----- the loop -----------------------------------------------------------------------
     def train(self) -> Path:
@@ -166,8 +144,7 @@ class Trainer:
             (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         if cfg.resume and (self.out / CHECKPOINT).is_file():
             self.load_checkpoint(self.out / CHECKPOINT)
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=self.rank != 0,
-                   desc=f"ghn {cfg.task}")
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=self.rank != 0, desc=self.desc)
         start = time.perf_counter()
         while self.step < cfg.steps:
             if cfg.max_seconds is not None and time.perf_counter() - start > cfg.max_seconds:
@@ -194,9 +171,9 @@ class Trainer:
             return
         state = {
             "step": self.step,
-            "ghn": self.ghn.state_dict(),
+            "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "batches": self.batches.state_dict(),
+            "data": self.data_state(),
             "torch_rng": torch.get_rng_state(),
             "config": self.cfg.to_dict(),
         }
@@ -205,7 +182,7 @@ class Trainer:
         os.replace(tmp, self.out / CHECKPOINT)
         staging = self.out / f".{GENERATOR_DIR}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
-        self.ghn.save_pretrained(staging)
+        self.model.save_pretrained(staging)
         shutil.rmtree(self.out / GENERATOR_DIR, ignore_errors=True)
         os.replace(staging, self.out / GENERATOR_DIR)
         from .plots import plot_metrics
@@ -216,15 +193,90 @@ class Trainer:
         """Restore everything :meth:`save_checkpoint` wrote (our own file: weights only)."""
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
-            self.ghn.load_state_dict(state["ghn"])
+            self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self.batches.load_state_dict(state["batches"])
+            self.load_data_state(state["data"])
         except Exception as err:  # noqa: BLE001 - any damage means the same thing to the user
             raise CheckpointError(
                 f"cannot resume from {path}: {err}. Delete it (or pass resume=false) to start "
                 "over") from err
         torch.set_rng_state(state["torch_rng"].cpu())
         self.step = int(state["step"])
+
+
+class GHNTrainer(Trainer):
+    """The graph hypernetwork: each step predicts parameters for a meta-batch of sampled
+    architectures, runs the same data batch through each, and averages the task loss."""
+
+    def setup(self) -> None:
+        self.desc = f"ghn {self.cfg.task}"
+        self.sampler = samplers.mixed(self.cfg.task)
+        self.batches = self._batches()
+        self._pool: dict[int, Arch] = {}
+        if self.cfg.prebuild_workers > 0:  # before CUDA starts: worker processes fork
+            self._prebuild(self.cfg.prebuild_workers)
+
+    def build_model(self) -> GraphHyperNetwork:
+        return GraphHyperNetwork(GHNConfig(**self.cfg.size()))
+
+    def _batches(self):
+        cfg, seed = self.cfg, self.cfg.seed * 1000 + self.rank
+        if cfg.task == "image":
+            images, labels = data.load_cifar10(cfg.data, "train")
+            if cfg.train_samples:  # a fixed random subset: the files are sorted by class
+                keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+                images, labels = images[keep[:cfg.train_samples]], labels[keep[:cfg.train_samples]]
+            return data.ImageBatches(images.to(self.device), labels.to(self.device),
+                                     cfg.batch_size, seed=seed)
+        corpus = data.load_text(cfg.data)
+        return data.TextBatches(corpus.train.to(self.device), cfg.batch_size, cfg.block_size,
+                                seed=seed)
+
+    def data_state(self) -> dict[str, Any]:
+        return self.batches.state_dict()
+
+    def load_data_state(self, state: dict[str, Any]) -> None:
+        self.batches.load_state_dict(state)
+
+    def _arch(self, seed: int) -> Arch:
+        """The architecture of a pool seed, built on first use and kept."""
+        if seed not in self._pool:
+            self._pool[seed] = build_arch(self.sampler, seed, self.cfg)
+        arch = self._pool[seed]
+        if arch.buffers and next(iter(arch.buffers.values())).device != self.device:
+            arch.buffers = {k: v.to(self.device) for k, v in arch.buffers.items()}
+        return arch
+
+    def _prebuild(self, workers: int) -> None:
+        """Build the whole pool in worker processes (sampling and tracing cost CPU time)."""
+        from concurrent.futures import ProcessPoolExecutor
+
+        seeds = range(self.cfg.arch_pool)
+        with ProcessPoolExecutor(workers) as pool:
+            built = pool.map(build_arch, [self.sampler] * len(seeds), seeds,
+                             [self.cfg] * len(seeds), chunksize=8)
+            self._pool = dict(zip(seeds, tqdm(built, total=len(seeds), desc="architectures",
+                                                disable=self.rank != 0), strict=True))
+
+    def arch_seeds(self, step: int) -> list[int]:
+        """The architectures of a step on this rank."""
+        return self.picks(step, self.cfg.meta_batch, self.cfg.arch_pool)
+
+    def loss(self) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.cfg
+        archs = [self._arch(s) for s in self.arch_seeds(self.step)]
+        x, y = next(self.batches)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16,
+                                  enabled=cfg.amp and self.device.type == "cuda")
+        with autocast:
+            predicted = self.model([a.graph for a in archs])
+            # Predicted tensors come out of autocast in bf16; parameters are kept fp32 like
+            # any model's (BatchNorm insists), and autocast still runs the math in bf16.
+            losses = [task_loss(a.module, {**_fp32(p), **_fresh(a.buffers)}, x, y)
+                      for a, p in zip(archs, predicted, strict=True)]
+            task = torch.stack(losses).mean()
+            norm = sum(t.float().norm() for p in predicted for t in p.values()) / len(archs)
+        return task + cfg.reg * norm, {"task_loss": task.item(), "param_norm": norm.item()}
 
 
 def build_arch(sampler: samplers.Mixed, seed: int, cfg: TrainConfig) -> Arch:
@@ -267,6 +319,15 @@ def _init_distributed(cfg: TrainConfig) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def trainer(cfg: TrainConfig) -> Trainer:
+    """The trainer of ``cfg.generator``."""
+    if cfg.generator == "diffusion":
+        from .diffusion_trainer import DiffusionTrainer  # it builds on this module
+
+        return DiffusionTrainer(cfg)
+    return GHNTrainer(cfg)
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train a generator as ``cfg`` says; returns its exported folder (load_generator-ready)."""
-    return Trainer(cfg).train()
+    return trainer(cfg).train()

@@ -49,7 +49,16 @@ from hyperinit import __version__
 from hyperinit.safetensors_io import atomic_path
 
 from . import data, samplers
-from .evaluate import EvalConfig, EvalData, _as_tuple, _device, _logits, _optimizer, measure
+from .evaluate import (
+    EvalConfig,
+    EvalData,
+    _as_tuple,
+    _device,
+    _logits,
+    _optimizer,
+    measure,
+    write_text,
+)
 
 RECORDS = "records.jsonl"
 CARD = "README.md"
@@ -127,12 +136,17 @@ def arch_spec(name: str) -> dict[str, Any]:
     return {"source": "sampler", "name": name, "kwargs": {}}
 
 
-def arch_hash(name: str) -> str:
-    """The graph hash of a sampler architecture, traced on ``meta`` (no weights made)."""
+@functools.cache
+def arch_graph(name: str) -> graphs.ArchGraph:
+    """The graph of a sampler architecture, traced on ``meta`` (no weights made)."""
     sampler, _ = parse_arch(name)
     with torch.device("meta"):
         module = build_arch(name)
-    return graphs.build(module, (sampler.example_input(2),)).arch_hash
+    return graphs.build(module, (sampler.example_input(2),), name=name)
+
+
+def arch_hash(name: str) -> str:
+    return arch_graph(name).arch_hash
 
 
 @dataclass(frozen=True)
@@ -289,12 +303,7 @@ def save_checkpoint(out: Path, record: dict[str, Any], model: nn.Module) -> None
                 "hyperinit.seed": str(record["seed"]), "hyperinit.step": str(record["step"])}
     with atomic_path(path) as tmp:
         save_file(state, tmp, metadata=metadata)
-    _write_text(path.with_suffix(".json"), json.dumps(record, indent=1))
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    write_text(path.with_suffix(".json"), json.dumps(record, indent=1))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -314,7 +323,7 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
 
 def _write_records(path: Path, records: Any) -> None:
     ordered = sorted(records, key=lambda r: (r["arch"], r["run_id"], r["step"]))
-    _write_text(path, "".join(json.dumps(r) + "\n" for r in ordered))
+    write_text(path, "".join(json.dumps(r) + "\n" for r in ordered))
 
 
 def write_card(out: Path) -> None:
@@ -341,7 +350,7 @@ checkpoint is `models/<arch_hash>/<run_id>/step-<k>.safetensors` with its record
 {format_stats(zoo_stats(out))}
 ```
 """
-    _write_text(out / CARD, card)
+    write_text(out / CARD, card)
 
 
 # ----- stats --------------------------------------------------------------------------------
@@ -451,3 +460,27 @@ def load_zoo(folder: str | Path, arch_hash: str | None = None) -> list[ZooEntry]
         warnings.warn(f"skipped {len(problems)} file(s) of the zoo at {root}:\n  "
                       + "\n  ".join(problems), stacklevel=2)
     return entries
+
+
+def select_checkpoints(entries: list[ZooEntry], step: int | None = None,
+                       archs: tuple[str, ...] | None = None) -> list[ZooEntry]:
+    """The checkpoints of ``archs`` (all when None) saved at ``step``; with ``step`` None,
+    each architecture's last saved step (the most trained models of the zoo).
+
+    A named architecture or step the zoo lacks is an error that lists what it has.
+    """
+    names = sorted({e.record["arch"] for e in entries})
+    missing = [a for a in archs or () if a not in names]
+    if missing:
+        raise ValueError(f"the zoo has no checkpoints of {', '.join(missing)}; it has "
+                         f"{', '.join(names) or 'none'}")
+    chosen = []
+    for name in archs or names:
+        mine = [e for e in entries if e.record["arch"] == name]
+        steps = sorted({e.record["step"] for e in mine})
+        if step is not None and step not in steps:
+            raise ValueError(f"the zoo has no checkpoints of {name} at step {step}; its "
+                             f"steps are {', '.join(map(str, steps))}")
+        at = steps[-1] if step is None else step
+        chosen += [e for e in mine if e.record["step"] == at]
+    return chosen

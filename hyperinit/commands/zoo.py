@@ -1,4 +1,4 @@
-"""`hyperinit zoo build|stats`: train a model zoo, or summarize one.
+"""`hyperinit zoo build|stats|eval`: train a model zoo, summarize one, or evaluate against one.
 
 ``hyperinit zoo build [--config FILE] [key=value ...]`` trains several CIFAR-10 models per
 architecture with varied seeds and hyperparameters and saves each at a few steps, as a
@@ -8,6 +8,15 @@ Options come from training.zoo.ZooConfig, e.g.
 An interrupted build resumes: checkpoints whose record exists are not trained again.
 
 ``hyperinit zoo stats FOLDER`` prints counts per architecture and step and test accuracy.
+
+``hyperinit zoo eval [--config FILE] [key=value ...]`` evaluates a weight-diffusion
+generator against the zoo's checkpoints: accuracy before and after k training steps and
+novelty (parameter distance, prediction overlap to the nearest training checkpoint) of its
+samples and of the baselines (checkpoints, checkpoints plus noise, their mean, a Gaussian
+fitted to them, the GHN's init, default init). Options come from
+training.zoo_eval.ZooEvalConfig, e.g.
+``hyperinit zoo eval generator=runs/diffusion zoo=runs/zoo samples=8 ks=[0,50]``.
+Writes OUT/results.jsonl (resumable), results.json, table.md and novelty.png.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("zoo", help="build or summarize a model zoo (weight-diffusion data)",
+    p = sub.add_parser("zoo", help="build, summarize or evaluate with a model zoo",
                        description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -29,6 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     stats = actions.add_parser("stats", help="summarize a model zoo folder")
     stats.add_argument("folder", help="the zoo folder (holds records.jsonl)")
     stats.set_defaults(func=run_stats)
+    evaluate = actions.add_parser("eval", help="evaluate a weight-diffusion generator against "
+                                               "the zoo's baselines (resumable)")
+    evaluate.add_argument("--config", help="a .toml or .yaml file of ZooEvalConfig options")
+    evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                          help="option overrides, e.g. generator=runs/diffusion zoo=runs/zoo "
+                               "samples=4 out=runs/zoo-eval")
+    evaluate.set_defaults(func=run_eval)
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -48,4 +64,16 @@ def run_stats(args: argparse.Namespace) -> int:
     if not (Path(args.folder) / RECORDS).is_file():
         raise FileNotFoundError(f"{args.folder} is not a model zoo: it has no {RECORDS}")
     print(format_stats(zoo_stats(args.folder)))
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.zoo_eval import ZooEvalConfig, evaluate_zoo
+
+    cfg = load_config(args.config, args.overrides, ZooEvalConfig)
+    evaluate_zoo(cfg)
+    out = Path(cfg.out)
+    print((out / "table.md").read_text())
+    print(f"results in {out}/: results.jsonl, results.json, table.md, novelty.png")
     return 0
