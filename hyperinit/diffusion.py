@@ -40,6 +40,8 @@ SCHEDULER_FILE = "scheduler_config.json"
 LAYOUT = f"config.json + {WEIGHTS_FILE} + {SCHEDULER_FILE}"
 KIND = "weight-diffusion"
 _MIN_STD = 1e-4  # constant tensors (LayerNorm weights at init) get this std
+# Attention is full over an architecture's tokens: its memory grows with their square.
+MAX_TOKENS = 8192
 
 
 # ----- tokenization ------------------------------------------------------------------------
@@ -267,6 +269,12 @@ class WeightDiffusion(nn.Module, PyTorchModelHubMixin, library_name="hyperinit",
         graph); tokens past ``len(metas[b].layer)`` are padding and are masked out.
         """
         b, t, _ = noisy.shape
+        if t > MAX_TOKENS:
+            raise ValueError(
+                f"{metas[0].graph.name or 'this architecture'} has {t} weight tokens; the "
+                f"weight-diffusion generator attends over all of them at once and takes at most "
+                f"{MAX_TOKENS} ({MAX_TOKENS * self.config.chunk:,} parameters at chunk "
+                f"{self.config.chunk}). Use a hypernetwork (ghn-*) generator for larger models")
         dev = noisy.device
         last = self.config.positions - 1
         cond = torch.zeros(b, t, self.config.hidden, device=dev)

@@ -207,3 +207,9 @@ def test_classifier_free_guidance(graph, zoo):
     assert not torch.equal(plain["0.weight"], guided["0.weight"])
     with pytest.raises(ValueError, match="task 2 is out of range"):
         sample_state_dicts(model, graph, task=2)
+
+
+def test_too_many_tokens_is_a_clear_error(trained):
+    big = graphs.build(nn.Sequential(nn.Linear(1024, 160)))  # 164k values: 10250 tokens of 16
+    with pytest.raises(ValueError, match="has 10250 weight tokens.*at most 8192.*ghn"):
+        sample_state_dicts(trained[0], big, steps=1)

@@ -1,7 +1,9 @@
-"""`hyperinit train [--config FILE] [key=value ...]`: train a graph hypernetwork.
+"""`hyperinit train [--config FILE] [key=value ...]`: train a generator.
 
 Options come from training.config.TrainConfig; a TOML/YAML file and key=value overrides
-set them (overrides win). A run resumes from OUT/checkpoint.pt when it exists. For many
+set them (overrides win). ``generator=ghn`` (the default) trains the graph hypernetwork on
+``task`` data; ``generator=diffusion zoo=DIR`` trains the weight-diffusion model on a model
+zoo's checkpoints. A run resumes from OUT/checkpoint.pt when it exists. For many
 processes or machines, launch with torchrun, e.g.
 ``torchrun --nproc_per_node 2 -m hyperinit.cli train out=runs/x``.
 """
@@ -12,11 +14,12 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a graph hypernetwork", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("train", help="train a generator (hypernetwork or weight diffusion)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="a .toml or .yaml file of TrainConfig options")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="option overrides, e.g. steps=200 task=text out=runs/text")
+                   help="option overrides, e.g. steps=200 task=text out=runs/text, or "
+                        "generator=diffusion zoo=runs/zoo")
     p.set_defaults(func=run)
 
 
