@@ -19,6 +19,7 @@ from conftest import TINY_ZOO, tiny_zoo_config
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+import graphs
 from hyperinit.commands import zoo as zoo_command
 from training.config import load_config
 from training.zoo import (
@@ -73,7 +74,7 @@ def test_records(zoo):
         assert r == json.loads((out / r["file"]).with_suffix(".json").read_text())
         assert r["file"] == f"models/{r['arch_hash']}/{r['run_id']}/step-{r['step']}.safetensors"
         assert r["arch_hash"] == arch_hash(r["arch"])
-        assert r["spec"] == {"source": "sampler", "name": r["arch"], "kwargs": {}}
+        assert graphs.build(graphs.resolve(r["spec"])).arch_hash == r["arch_hash"]
         assert r["dataset"] == {"name": "cifar10", "source": "cifar10-jpg.zip",
                                 "train_samples": 256, "test_samples": 128}
         hp = r["hyperparameters"]

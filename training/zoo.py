@@ -132,8 +132,9 @@ def build_arch(name: str) -> nn.Module:
 
 
 def arch_spec(name: str) -> dict[str, Any]:
-    """The architecture as a spec (the ``hyperinit.arch`` convention of graphs.specs)."""
-    return {"source": "sampler", "name": name, "kwargs": {}}
+    """The architecture as a spec anyone can resolve (``graphs.resolve``, ``hyperinit
+    predict python:training.zoo:build_arch --config '{"name": "vgg-2"}'``)."""
+    return {"source": "python", "name": "training.zoo:build_arch", "kwargs": {"name": name}}
 
 
 @functools.cache
