@@ -18,6 +18,7 @@ from torch.func import functional_call
 import graphs
 import hyperinit
 from hyperinit.decoder import matrix_shape
+from hyperinit.predict import default_generator
 
 TINY = hyperinit.GHNConfig(hidden=16, layers=1, heads=2, rank=4, features=8)
 # One or two of each family; the slow tier runs all 80 torchvision classifiers.
@@ -70,6 +71,32 @@ def test_torchvision_prediction(name, ghn):
 @pytest.mark.parametrize("name", torchvision.models.list_models(module=torchvision.models))
 def test_every_torchvision_prediction(name, ghn):
     check_prediction(graphs.resolve(f"torchvision:{name}", num_classes=10), ghn)
+
+
+# ----- the shipped hypernetworks ------------------------------------------------------------
+SHIPPED_GHNS = [name for name in hyperinit.list_generators() if name.startswith("ghn-")]
+
+
+def test_the_shipped_generators_are_there():
+    assert {"ghn-cifar10", "ghn-shakespeare"} <= set(SHIPPED_GHNS)
+    assert default_generator() == "ghn-cifar10"
+
+
+@pytest.fixture(scope="module", params=SHIPPED_GHNS)
+def shipped(request) -> hyperinit.GraphHyperNetwork:
+    return hyperinit.load_generator(request.param)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "squeezenet1_0",
+                                  "efficientnet_b0"])
+def test_shipped_generators_predict_torchvision(name, shipped):
+    check_prediction(graphs.resolve(f"torchvision:{name}", num_classes=10), shipped)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", torchvision.models.list_models(module=torchvision.models))
+def test_shipped_generators_predict_every_torchvision_classifier(name, shipped):
+    check_prediction(graphs.resolve(f"torchvision:{name}", num_classes=10), shipped)
 
 
 @pytest.mark.parametrize("model_type", HF)
