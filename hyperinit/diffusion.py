@@ -182,7 +182,7 @@ class DiffusionConfig:
     layers: int = 4
     heads: int = 4
     graph_layers: int = 2
-    positions: int = 256
+    positions: int = 1024
     num_tasks: int = 0
     cond_drop: float = 0.1
     stats_weight: float = 0.1
