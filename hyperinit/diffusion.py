@@ -5,7 +5,7 @@ Parameters are cut into fixed-size tokens (:class:`WeightTokenizer`); a small tr
 its tensor's node in the graph (through the node embedding of a graph encoder the model
 owns, so one model serves many architectures), the tensor's role, and its position in the
 tensor. Noise schedules come from ``diffusers``: DDPM (linear betas 1e-4..2e-2, 1000
-steps, epsilon prediction) for training and DDIM for sampling.
+steps, epsilon or clean-sample prediction) for training and DDIM for sampling.
 
 Tokens hold the raw parameter values, so decoding is exact by construction. The model
 works on per-tensor normalized tokens ``(x - mean) / std``; the stats of an unseen
@@ -158,10 +158,18 @@ class WeightTokenizer:
 
 
 # ----- checkpoint files (same rules as the GHN's) ------------------------------------------
-def default_scheduler() -> DDPMScheduler:
-    """The training schedule of ARCHITECTURE.md: DDPM, linear betas 1e-4..2e-2, T=1000."""
+PREDICTION_TYPES = ("epsilon", "sample")
+
+
+def default_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
+    """The training schedule of ARCHITECTURE.md: DDPM, linear betas 1e-4..2e-2, T=1000.
+
+    ``prediction_type`` is what the denoiser outputs: the noise (``"epsilon"``) or the clean
+    tokens (``"sample"``, as G.pt does for weights).
+    """
     return DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=2e-2,
-                         beta_schedule="linear", prediction_type="epsilon", clip_sample=False)
+                         beta_schedule="linear", prediction_type=prediction_type,
+                         clip_sample=False)
 
 
 # ----- the denoiser ------------------------------------------------------------------------
@@ -173,8 +181,9 @@ class DiffusionConfig:
     (later chunks share the last one); ``graph_layers`` the depth of the graph encoder;
     ``num_tasks`` the number of task/dataset ids (0: unconditional) and ``cond_drop`` the
     probability of dropping the task in training (classifier-free guidance); ``stats_weight``
-    weighs the per-tensor stats loss against the denoising loss. ``kind`` tells a
-    config.json of this generator from a GHN's.
+    weighs the per-tensor stats loss against the denoising loss; ``prediction_type`` is
+    what the denoiser outputs (:func:`default_scheduler`). ``kind`` tells a config.json of
+    this generator from a GHN's.
     """
 
     chunk: int = 64
@@ -186,11 +195,15 @@ class DiffusionConfig:
     num_tasks: int = 0
     cond_drop: float = 0.1
     stats_weight: float = 0.1
+    prediction_type: str = "epsilon"
     kind: str = KIND
 
     def __post_init__(self) -> None:
         if self.kind != KIND:
             raise ValueError(f"config kind {self.kind!r} is not {KIND!r}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, "
+                             f"got {self.prediction_type!r}")
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -206,8 +219,9 @@ class WeightDiffusion(nn.Module, PyTorchModelHubMixin, library_name="hyperinit",
     """Transformer denoiser over the weight tokens of one architecture, graph-conditioned.
 
     A token's input is ``linear(noisy chunk) + position + role + node embedding + timestep
-    (+ task)``; its output is the predicted noise (epsilon). ``self.scheduler`` is the
-    DDPM training schedule, saved beside the weights as ``scheduler_config.json``.
+    (+ task)``; its output is the predicted noise or clean tokens (``prediction_type``).
+    ``self.scheduler`` is the DDPM training schedule, saved beside the weights as
+    ``scheduler_config.json``.
     """
 
     def __init__(self, config: DiffusionConfig | dict | None = None) -> None:
@@ -216,7 +230,7 @@ class WeightDiffusion(nn.Module, PyTorchModelHubMixin, library_name="hyperinit",
             config = DiffusionConfig(**config)
         self.config = config = config or DiffusionConfig()
         self.tokenizer = WeightTokenizer(config.chunk)
-        self.scheduler = default_scheduler()
+        self.scheduler = default_scheduler(config.prediction_type)
         d = config.hidden
         self.encoder = GraphEncoder(d, config.graph_layers, config.heads)
         self.inp = nn.Linear(config.chunk, d)
@@ -263,7 +277,7 @@ class WeightDiffusion(nn.Module, PyTorchModelHubMixin, library_name="hyperinit",
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, metas: Sequence[TokenMeta],
                 node_embs: Sequence[torch.Tensor], tasks: torch.Tensor | None = None,
                 ) -> torch.Tensor:
-        """Predicted noise ``(B, T, chunk)`` for padded normalized tokens ``noisy``.
+        """Predicted noise or clean tokens ``(B, T, chunk)`` for padded normalized ``noisy``.
 
         ``metas[b]``/``node_embs[b]`` describe sample ``b`` (several samples may share one
         graph); tokens past ``len(metas[b].layer)`` are padding and are masked out.
@@ -333,7 +347,8 @@ def _pad(tokens: Sequence[torch.Tensor]) -> torch.Tensor:
 
 def diffusion_loss(model: WeightDiffusion, batch: Sequence[tuple[torch.Tensor, TokenMeta]],
                    tasks: Sequence[int] | None = None) -> torch.Tensor:
-    """Denoising loss (epsilon MSE on real values) plus the weighted per-tensor stats loss.
+    """Denoising loss (MSE of the predicted noise or clean tokens, on real values) plus the
+    weighted per-tensor stats loss.
 
     ``batch`` holds ``WeightTokenizer.encode`` outputs; ``tasks`` their task ids when the
     model is task-conditioned (dropped with probability ``cond_drop``). Randomness comes
@@ -354,7 +369,8 @@ def diffusion_loss(model: WeightDiffusion, batch: Sequence[tuple[torch.Tensor, T
         drop = torch.rand(len(batch), device=dev) < model.config.cond_drop
         task_ids = task_ids.masked_fill(drop, model.null_task)
     pred = model(noisy, timesteps, metas, node_embs, task_ids)
-    denoise = ((pred - noise) ** 2 * mask).sum() / (mask.sum() * 1.0)
+    target = noise if model.config.prediction_type == "epsilon" else clean
+    denoise = ((pred - target) ** 2 * mask).sum() / (mask.sum() * 1.0)
     stats = torch.cat([model.predict_stats(meta, emb) for meta, emb in zip(metas, node_embs,
                                                                            strict=True)])
     target = torch.cat([torch.stack([meta.mean, meta.std.log()], 1) for meta in metas])
@@ -396,11 +412,11 @@ def sample_state_dicts(model: WeightDiffusion, graph: ArchGraph, n: int = 1, see
     cond = None if task is None else torch.full_like(null, task)
     for t in scheduler.timesteps:
         timesteps = torch.full((n,), int(t), dtype=torch.long, device=dev)
-        eps = model(x, timesteps, metas, embs, cond if cond is not None else null)
+        out = model(x, timesteps, metas, embs, cond if cond is not None else null)
         if cond is not None and guidance != 1.0:
             uncond = model(x, timesteps, metas, embs, null)
-            eps = uncond + guidance * (eps - uncond)
-        x = scheduler.step(eps, t, x).prev_sample
+            out = uncond + guidance * (out - uncond)
+        x = scheduler.step(out, t, x).prev_sample
     model.train(was_training)
     return [model.tokenizer.decode(meta.denormalize(xi.cpu()).float(), meta) for xi in x]
 

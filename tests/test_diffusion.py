@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -115,6 +115,23 @@ def test_training_lowers_the_loss(zoo, trained):
     assert len(losses) == 50 and all(map(torch.isfinite, torch.tensor(losses)))
     untrained = WeightDiffusion(TINY)
     assert fixed_loss(model, zoo) < 0.8 * fixed_loss(untrained, zoo)
+
+
+def test_clean_sample_prediction_learns_and_round_trips(tmp_path, graph, zoo):
+    torch.manual_seed(0)
+    model = WeightDiffusion(replace(TINY, prediction_type="sample"))
+    assert model.scheduler.config.prediction_type == "sample"
+    before = fixed_loss(model, zoo)
+    fit(model, zoo, steps=30, lr=3e-3)
+    assert fixed_loss(model, zoo) < 0.8 * before
+    model.save_pretrained(tmp_path)
+    loaded = WeightDiffusion.from_pretrained(tmp_path)
+    assert loaded.scheduler.config.prediction_type == "sample"
+    ours, theirs = (sample_state_dicts(m, graph, n=1, seed=2, steps=3)[0]
+                    for m in (model, loaded))
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    with pytest.raises(ValueError, match="prediction_type must be one of epsilon, sample"):
+        DiffusionConfig(prediction_type="v_prediction")
 
 
 def test_sampling_is_seeded_and_well_formed(graph, trained):

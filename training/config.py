@@ -51,6 +51,7 @@ class TrainConfig:
     features: int | None = None  # ghn
     chunk: int | None = None  # diffusion: values per weight token
     graph_layers: int | None = None  # diffusion: depth of its graph encoder
+    prediction_type: str | None = None  # diffusion: "epsilon" (noise) or "sample" (weights)
     # run
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda"
@@ -84,13 +85,14 @@ class TrainConfig:
         return asdict(self)
 
     def size(self) -> dict[str, int]:
-        """The generator's size options that are set, for its config class."""
+        """The generator's model options that are set, for its config class."""
         names = ("hidden", "layers", "heads", *SIZE_OPTIONS[self.generator])
         return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
 
-# Size options that only one generator has (set for the other one: an error).
-SIZE_OPTIONS = {"ghn": ("rank", "features"), "diffusion": ("chunk", "graph_layers")}
+# Model options that only one generator has (set for the other one: an error).
+SIZE_OPTIONS = {"ghn": ("rank", "features"),
+                "diffusion": ("chunk", "graph_layers", "prediction_type")}
 
 
 def _check_keys(values: dict[str, Any], source: str, cls: type = TrainConfig) -> None:
