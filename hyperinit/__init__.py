@@ -7,7 +7,7 @@
 
 __version__ = "0.1.0"
 
-from .errors import CheckpointError, OutputPathError  # noqa: E402
+from .errors import CheckpointError, GeneratorLimitError, OutputPathError  # noqa: E402
 from .ghn import GHNConfig, GraphHyperNetwork  # noqa: E402
 from .hub import from_hub, pull_init, push_generator, push_init  # noqa: E402
 from .predict import (  # noqa: E402
@@ -33,6 +33,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "CheckpointError",
+    "GeneratorLimitError",
     "DiffusionConfig",
     "GHNConfig",
     "GraphHyperNetwork",

@@ -34,7 +34,7 @@ from graphs.graph import ROLE_INDEX
 
 from .checkpoint import WEIGHTS_FILE, checkpoint_file, load_weights_strictly
 from .encoder import BUCKETS, GraphEncoder, log_bucket
-from .errors import CheckpointError
+from .errors import CheckpointError, GeneratorLimitError
 
 SCHEDULER_FILE = "scheduler_config.json"
 LAYOUT = f"config.json + {WEIGHTS_FILE} + {SCHEDULER_FILE}"
@@ -284,7 +284,7 @@ class WeightDiffusion(nn.Module, PyTorchModelHubMixin, library_name="hyperinit",
         """
         b, t, _ = noisy.shape
         if t > MAX_TOKENS:
-            raise ValueError(
+            raise GeneratorLimitError(
                 f"{metas[0].graph.name or 'this architecture'} has {t} weight tokens; the "
                 f"weight-diffusion generator attends over all of them at once and takes at most "
                 f"{MAX_TOKENS} ({MAX_TOKENS * self.config.chunk:,} parameters at chunk "

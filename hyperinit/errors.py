@@ -9,3 +9,7 @@ class CheckpointError(ValueError):
 
 class OutputPathError(ValueError):
     """An output path cannot be written (missing or read-only folder)."""
+
+
+class GeneratorLimitError(ValueError):
+    """An architecture is beyond what a generator can make (too large for it)."""

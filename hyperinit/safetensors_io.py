@@ -59,14 +59,27 @@ def check_writable(folder: Path) -> None:
         raise OutputPathError(f"output folder {folder} is not writable: {err.strerror}") from err
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # once, at import: os.umask is process-wide, not thread-safe
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """A temp path beside ``path`` that replaces it on success and vanishes on failure."""
+    """A temp path beside ``path`` that replaces it on success and vanishes on failure.
+
+    The file gets the usual permissions (0666 less the umask), not mkstemp's private 0600.
+    """
     check_writable(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -66,9 +66,9 @@ class GeneratorInfo(BaseModel):
     id: str = Field(description="Name and weights revision, as stored in the init's metadata.",
                     examples=["untrained@seed0"])
     default: bool = Field(description="Used when a request names no generator.")
-    config: dict[str, int] = Field(description="The generator's size (GHNConfig).",
-                                   examples=[{"hidden": 64, "layers": 3, "heads": 8, "rank": 32,
-                                              "features": 64}])
+    config: dict[str, int | float | str] = Field(
+        description="The generator's config (GHNConfig, or DiffusionConfig with its kind).",
+        examples=[{"hidden": 64, "layers": 3, "heads": 8, "rank": 32, "features": 64}])
 
 
 class GeneratorList(BaseModel):

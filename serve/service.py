@@ -315,6 +315,8 @@ class InitService:
             raise
         except GraphBuildError as err:
             raise ServiceError(422, "invalid_architecture", str(err)) from err
+        except hyperinit.GeneratorLimitError as err:
+            raise ServiceError(422, "too_large_for_generator", str(err)) from err
         except Exception as err:
             log.exception("generating %s failed", job.spec.label)
             raise ServiceError(500, "generation_failed",

@@ -139,6 +139,9 @@ def test_save_load_round_trip_and_metadata(tmp_path, ghn):
     path = tmp_path / "init.safetensors"
     [written] = hyperinit.save_init("torchvision:resnet18", path, ghn, seed=3, num_classes=10)
     assert written == path and sorted(os.listdir(tmp_path)) == ["init.safetensors"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temp file's private 0600
     expected = hyperinit.predict_state_dict("torchvision:resnet18", ghn, seed=3, num_classes=10)
     loaded = load_file(path)
     assert set(loaded) == set(expected)

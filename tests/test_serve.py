@@ -28,6 +28,7 @@ import torch
 import uvicorn
 
 import hyperinit
+from hyperinit.diffusion import DiffusionConfig, WeightDiffusion
 from serve import ServeConfig, create_app
 from serve.service import InitService
 
@@ -81,11 +82,15 @@ def config(tmp_path: Path, **overrides) -> ServeConfig:
 
 @pytest.fixture(scope="module")
 def main(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The server most tests share: ``untrained`` (the default) and a tiny saved generator."""
+    """The server most tests share: ``untrained`` (the default) and two tiny saved generators,
+    a hypernetwork and a weight-diffusion model."""
     folder = tmp_path_factory.mktemp("serve")
     tiny = hyperinit.GHNConfig(hidden=16, layers=1, heads=2, rank=4, features=8)
     hyperinit.GraphHyperNetwork(tiny).save_pretrained(folder / "tiny-ghn")
-    with running(config(folder, generators=("untrained", str(folder / "tiny-ghn")))) as server:
+    WeightDiffusion(DiffusionConfig(chunk=16, hidden=16, layers=1, heads=2, graph_layers=1,
+                                    positions=16)).save_pretrained(folder / "tiny-diffusion")
+    generators = ("untrained", str(folder / "tiny-ghn"), str(folder / "tiny-diffusion"))
+    with running(config(folder, generators=generators)) as server:
         yield server
 
 
@@ -184,8 +189,8 @@ def test_generator_from_a_folder_is_served_by_its_name(main: Server):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     listed = main.client.get("/v1/generators").json()["generators"]
-    assert [(g["name"], g["default"]) for g in listed] == [("untrained", True),
-                                                           ("tiny-ghn", False)]
+    assert [(g["name"], g["default"]) for g in listed] == [
+        ("untrained", True), ("tiny-ghn", False), ("tiny-diffusion", False)]
     assert listed[1]["config"]["hidden"] == 16
     response = main.client.post("/v1/inits", json={**gpt2(seed=3), "generator": "tiny-ghn"})
     assert response.status_code == 200, response.text
@@ -277,6 +282,8 @@ BAD_REQUESTS = {
         "checkpoint_path": "/etc/passwd"}}}, 422, "options_not_allowed"),
     "unknown generator": ({"json": {**RESNET18, "generator": "ghn-huge"}}, 422,
                           "unknown_generator"),
+    "too large for the generator": ({"json": {**RESNET18, "generator": "tiny-diffusion"}}, 422,
+                                    "too_large_for_generator"),
     "body too large": ({"json": {"arch": "x" * 100_000}}, 413, "body_too_large"),
     "chunked body too large": ({"content": partial(_chunked, 100_000)}, 413, "body_too_large"),
 }
@@ -294,7 +301,10 @@ def test_bad_requests_get_clear_errors(main: Server, name: str):
     if error == "unknown_architecture" and name == "unknown arch":
         assert "resnet18" in body["suggestions"] and "did you mean" in body["detail"]
     if error == "unknown_generator":
-        assert body["allowed"] == ["untrained", "tiny-ghn"] and "tiny-ghn" in body["detail"]
+        assert body["allowed"] == ["untrained", "tiny-ghn", "tiny-diffusion"]
+        assert "tiny-ghn" in body["detail"]
+    if error == "too_large_for_generator":
+        assert "at most 8192" in body["detail"] and "ghn" in body["detail"]
     if error == "too_many_parameters":
         assert "20,000,000" in body["detail"]
 
