@@ -14,6 +14,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from ._config import add_config_arguments
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="compare a generator's inits with baselines by training",
@@ -21,9 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--generator", help="checkpoint folder or shipped generator name "
                                        "(default: the config's, else the shipped default)")
-    p.add_argument("--config", help="a .toml or .yaml file of EvalConfig options")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="option overrides, e.g. task=text seeds=[0,1] ks=[0,100] out=runs/e")
+    add_config_arguments(p, "EvalConfig", "task=text seeds=[0,1] ks=[0,100] out=runs/e")
     p.set_defaults(func=run)
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 
+from ._config import add_config_arguments
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a generator (hypernetwork or weight diffusion)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="a .toml or .yaml file of TrainConfig options")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="option overrides, e.g. steps=200 task=text out=runs/text, or "
-                        "generator=diffusion zoo=runs/zoo")
+    add_config_arguments(p, "TrainConfig", "steps=200 task=text out=runs/text, or "
+                                           "generator=diffusion zoo=runs/zoo")
     p.set_defaults(func=run)
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._config import add_config_arguments
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("zoo", help="build, summarize or evaluate with a model zoo",
@@ -31,19 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     build = actions.add_parser("build", help="train and save a model zoo (resumable)")
-    build.add_argument("--config", help="a .toml or .yaml file of ZooConfig options")
-    build.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                       help="option overrides, e.g. archs=vgg-2 steps=200 out=runs/zoo")
+    add_config_arguments(build, "ZooConfig", "archs=vgg-2 steps=200 out=runs/zoo")
     build.set_defaults(func=run_build)
     stats = actions.add_parser("stats", help="summarize a model zoo folder")
     stats.add_argument("folder", help="the zoo folder (holds records.jsonl)")
     stats.set_defaults(func=run_stats)
     evaluate = actions.add_parser("eval", help="evaluate a weight-diffusion generator against "
                                                "the zoo's baselines (resumable)")
-    evaluate.add_argument("--config", help="a .toml or .yaml file of ZooEvalConfig options")
-    evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                          help="option overrides, e.g. generator=runs/diffusion zoo=runs/zoo "
-                               "samples=4 out=runs/zoo-eval")
+    add_config_arguments(evaluate, "ZooEvalConfig", "generator=runs/diffusion zoo=runs/zoo "
+                                                    "samples=4 out=runs/zoo-eval")
     evaluate.set_defaults(func=run_eval)
 
 
