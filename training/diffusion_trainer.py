@@ -2,7 +2,8 @@
 
 Each step draws ``batch_size`` checkpoints (a pure function of seed, step and rank, like
 the hypernetwork's architectures), noises their normalized weight tokens at random
-timesteps and regresses the noise (:func:`hyperinit.diffusion.diffusion_loss`). Everything
+timesteps and regresses the noise or the clean tokens, as ``prediction_type`` says
+(:func:`hyperinit.diffusion.diffusion_loss`). Everything
 else, from resume to DDP, is :class:`training.trainer.Trainer`'s.
 """
 
@@ -35,7 +36,5 @@ class DiffusionTrainer(Trainer):
 
     def loss(self) -> tuple[torch.Tensor, dict[str, float]]:
         picks = self.picks(self.step, self.cfg.batch_size, len(self.samples))
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16,
-                                  enabled=self.cfg.amp and self.device.type == "cuda")
-        with autocast:
+        with self.autocast():
             return diffusion_loss(self.model, [self.samples[i] for i in picks]), {}

@@ -109,6 +109,11 @@ class Trainer:
     def load_data_state(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`data_state`."""
 
+    def autocast(self) -> torch.autocast:
+        """bfloat16 autocast on GPU when ``cfg.amp``; a no-op on CPU."""
+        return torch.autocast("cuda", dtype=torch.bfloat16,
+                              enabled=self.cfg.amp and self.device.type == "cuda")
+
     def picks(self, step: int, n: int, population: int) -> list[int]:
         """``n`` draws from ``range(population)`` for a step on this rank: a pure function
         of (seed, step, rank), so resuming needs no sampler state and ranks differ."""
@@ -266,9 +271,7 @@ class GHNTrainer(Trainer):
         cfg = self.cfg
         archs = [self._arch(s) for s in self.arch_seeds(self.step)]
         x, y = next(self.batches)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16,
-                                  enabled=cfg.amp and self.device.type == "cuda")
-        with autocast:
+        with self.autocast():
             predicted = self.model([a.graph for a in archs])
             # Predicted tensors come out of autocast in bf16; parameters are kept fp32 like
             # any model's (BatchNorm insists), and autocast still runs the math in bf16.

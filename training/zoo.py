@@ -147,6 +147,7 @@ def arch_graph(name: str) -> graphs.ArchGraph:
 
 
 def arch_hash(name: str) -> str:
+    """The graph hash of a sampler architecture (the zoo's folder per architecture)."""
     return arch_graph(name).arch_hash
 
 
