@@ -122,6 +122,21 @@ def test_resume_runs_only_missing_rows(image_run, shared_data, tmp_path, monkeyp
         ev.evaluate(tiny_config(shared_data, out, ks=(0, 5)))
 
 
+def test_batchnorm_statistics_are_calibrated_at_k0_on_a_copy():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(3), torch.nn.Flatten())
+    batches = iter([(2 + 3 * torch.randn(64, 3, 4, 4), None) for _ in range(4)])
+    clone = ev.calibrated(model, batches, 4)
+    norm = clone[0]
+    assert norm.running_mean == pytest.approx([2, 2, 2], abs=0.2)
+    assert norm.running_var == pytest.approx([9, 9, 9], rel=0.1)
+    assert norm.momentum is None and norm.num_batches_tracked == 4
+    assert torch.equal(model[0].running_mean, torch.zeros(3)) and model[0].momentum == 0.1
+    assert ev.calibrated(model, batches, 0) is model
+    no_norm = torch.nn.Linear(2, 2)
+    assert ev.calibrated(no_norm, batches, 4) is no_norm
+
+
 def test_mimetic_init():
     entries = {e.name: e for e in held_out("image")}
     torch.manual_seed(0)

@@ -94,6 +94,17 @@ def test_generator_options_are_checked(tmp_path):
         make_trainer(tiny_config(tmp_path / "run", "diffusion", zoo=str(tmp_path)))
 
 
+def test_init_starts_from_a_trained_generator(tmp_path, generator_config):
+    exported = train(generator_config(tmp_path / "first"))
+    trained = hyperinit.load_generator(exported).state_dict()
+    tuned = make_trainer(generator_config(tmp_path / "second", init=str(exported), seed=1))
+    assert tuned.model.state_dict().keys() == trained.keys()
+    assert all(torch.equal(v, trained[k]) for k, v in tuned.model.state_dict().items())
+    with pytest.raises(ValueError, match=r"init=.* with \{.*'hidden': 16.*but this run builds"
+                                         r".*'hidden': 32.*set generator= and the size"):
+        make_trainer(generator_config(tmp_path / "third", init=str(exported), hidden=32))
+
+
 def test_resume_is_exact(tmp_path, generator_config):
     straight = make_trainer(generator_config(tmp_path / "a"))
     straight.train()

@@ -43,6 +43,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     reg: float = 3e-5  # weight of the sum of predicted tensors' Frobenius norms (GHN-3)
+    init: str | None = None  # start from this generator's weights (folder or shipped name)
     # generator size; None: the default of hyperinit.GHNConfig / hyperinit.DiffusionConfig
     hidden: int | None = None
     layers: int | None = None

@@ -25,6 +25,14 @@ The recipe (fixed, so numbers compare across runs; every value is an option):
 * both: cosine decay from ``lr`` to 0 over the run, no warmup; weight decay on tensors of
   two or more dimensions only; bf16 autocast on CUDA.
 
+An init has no BatchNorm running statistics (a generator predicts parameters, not data
+statistics; a default init has mean 0, variance 1), so in eval mode BatchNorm would
+normalize with values that never saw data. At k=0 every arm is therefore measured on a
+copy whose running statistics are estimated from ``calibration_batches`` training batches
+(no parameter changes, no gradients), as GHN-2 measures predicted parameters; the copy is
+discarded, so training starts from the init itself. Later points use the statistics
+training accumulated.
+
 Results are appended to ``OUT/results.jsonl`` as each (arch, arm, seed) finishes, and a
 restarted run skips the rows already there. At the end ``results.json``, ``table.md`` and
 ``curves.png`` summarize them.
@@ -37,6 +45,7 @@ import math
 import statistics
 import time
 from collections.abc import Iterable, Iterator
+from copy import deepcopy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -66,8 +75,9 @@ MAX_BLOCK_SIZE = 256  # positions of the held-out GPTs (samplers.GPTLike, gpt2-c
 # Trockman & Kolter (2023): W_q W_k^T ~ a1 Z1 + b1 I and W_v W_proj ~ a2 Z2 - b2 I.
 MIMETIC = {"alpha1": 0.7, "beta1": 0.7, "alpha2": 0.4, "beta2": 0.4}
 # Options that change the numbers of a row: a resumed run must keep them.
-ROW_OPTIONS = ("task", "generator", "data", "ks", "epoch", "batch_size", "block_size", "lr",
-               "weight_decay", "grad_clip", "train_samples", "test_samples", "amp")
+ROW_OPTIONS = ("task", "generator", "data", "ks", "epoch", "calibration_batches", "batch_size",
+               "block_size", "lr", "weight_decay", "grad_clip", "train_samples", "test_samples",
+               "amp")
 
 
 @dataclass
@@ -88,6 +98,7 @@ class EvalConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     ks: tuple[int, ...] = (0, 50, 200)  # measure after these many steps (0: no training)
     epoch: bool = False  # also measure after one epoch of the training set
+    calibration_batches: int = 10  # k=0: estimate BatchNorm statistics from this many batches
     # data
     batch_size: int | None = None
     block_size: int = 128  # text only: characters per sequence
@@ -120,6 +131,9 @@ class EvalConfig:
         if not self.seeds or not self.ks or self.ks[0] < 0:
             raise ValueError(f"need at least one seed and one k >= 0, got seeds={self.seeds} "
                              f"ks={self.ks}")
+        if self.calibration_batches < 0:
+            raise ValueError(f"calibration_batches must be at least 0, got "
+                             f"{self.calibration_batches}")
         for name in ("max_archs", "batch_size", "block_size", "train_samples", "test_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -312,6 +326,26 @@ def measure(model: nn.Module, eval_data: EvalData, autocast: torch.autocast) -> 
     return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else math.inf}
 
 
+@torch.no_grad()
+def calibrated(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+               num_batches: int) -> nn.Module:
+    """A copy of ``model`` whose BatchNorm running statistics are the average over
+    ``num_batches`` training batches; ``model`` itself if it has no BatchNorm to calibrate."""
+    norms = [m for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or num_batches == 0:
+        return model
+    clone = deepcopy(model)
+    for m in clone.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the calibration batches
+    clone.train()
+    for _ in range(num_batches):
+        clone(next(batches)[0])
+    return clone
+
+
 def _optimizer(model: nn.Module, cfg: EvalConfig) -> torch.optim.Optimizer:
     """SGD+Nesterov (image) or AdamW (text), decaying only tensors of 2+ dims."""
     params = list(model.parameters())
@@ -337,7 +371,9 @@ def train_and_measure(model: nn.Module, cfg: EvalConfig, eval_data: EvalData, se
     model.train()
     for step in range(total + 1):
         for label in marks.get(step, []):
-            points[label] = {"step": step, **measure(model, eval_data, autocast)}
+            measured = (calibrated(model, eval_data.batches(seed), cfg.calibration_batches)
+                        if step == 0 else model)
+            points[label] = {"step": step, **measure(measured, eval_data, autocast)}
         if step == total:
             break
         for group in optimizer.param_groups:

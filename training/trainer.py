@@ -16,7 +16,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 import graphs
-from hyperinit import CheckpointError, GHNConfig, GraphHyperNetwork
+from hyperinit import CheckpointError, GHNConfig, GraphHyperNetwork, load_generator
 
 from . import data, samplers
 from .config import TrainConfig
@@ -84,6 +84,8 @@ class Trainer:
         self.setup()
         torch.manual_seed(cfg.seed)
         self.model = self.build_model().to(self.device)
+        if cfg.init:
+            self.load_init(cfg.init)
         if self.world > 1:  # start every rank from rank 0's weights
             for p in self.model.parameters():
                 dist.broadcast(p.data, src=0)
@@ -119,6 +121,17 @@ class Trainer:
         of (seed, step, rank), so resuming needs no sampler state and ranks differ."""
         rng = random.Random(f"{self.cfg.seed}-{step}-{self.rank}")
         return [rng.randrange(population) for _ in range(n)]
+
+    def load_init(self, name: str) -> None:
+        """Start from a trained generator's weights (fine-tune it): it must be the generator
+        this run builds, at the same size."""
+        source = load_generator(name)
+        if type(source) is not type(self.model) or source.config != self.model.config:
+            raise ValueError(
+                f"init={name!r} is a {type(source).__name__} with {asdict(source.config)}, "
+                f"but this run builds a {type(self.model).__name__} with "
+                f"{asdict(self.model.config)}: set generator= and the size options to match")
+        self.model.load_state_dict(source.state_dict())
 
     # ----- one step -----------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
