@@ -179,6 +179,10 @@ def _hf_config(spec: ArchSpec):
         config = AutoConfig.for_model(model_type, **{**base, **overrides})
     config.use_cache = False
     config._attn_implementation = "sdpa"
+    if "num_labels" in overrides and getattr(config, "pad_token_id", 0) is None:
+        # Sequence classifiers pool at the last non-pad token and refuse batches without a
+        # pad id; decoder-only configs (GPT-2) have none, so pad with end-of-text as HF does.
+        config.pad_token_id = getattr(config, "eos_token_id", None)
     return config
 
 

@@ -105,6 +105,13 @@ def test_tied_weights_stay_tied(ghn):
     assert model.lm_head.weight.device.type == "cpu"
 
 
+def test_gpt2_sequence_classifier_takes_batches(ghn):
+    model = hyperinit.predict("hf:gpt2", ghn, num_classes=3, **HF["gpt2"])
+    assert model.config.pad_token_id == model.config.eos_token_id
+    logits = model(torch.randint(0, 100, (4, 12))).logits
+    assert logits.shape == (4, 3) and torch.isfinite(logits).all()
+
+
 def test_predict_fills_a_real_module_in_place(ghn):
     model = torchvision.models.resnet18(num_classes=10)
     model.bn1.running_mean.fill_(3.0)
