@@ -16,7 +16,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    FakeTensorMode,
+)
 from torch.func import functional_call
 
 from .errors import GraphBuildError
@@ -46,9 +50,9 @@ def build(model: Any, example_inputs: Any = None, *, name: str | None = None) ->
         model = resolve(model)
     if isinstance(model, ArchSpec):
         spec = model
-        module = spec.build()
-        return build(module, spec.example_inputs() if example_inputs is None else example_inputs,
-                     name=name or spec.label)
+        given = example_inputs is not None
+        return _trace(spec.build(), [example_inputs if given else spec.example_inputs()],
+                      name or spec.label, given)
     if not isinstance(model, nn.Module):
         raise GraphBuildError(
             f"expected a torch.nn.Module, an ArchSpec or a spec string, got "
@@ -59,6 +63,11 @@ def build(model: Any, example_inputs: Any = None, *, name: str | None = None) ->
         raise GraphBuildError(
             f"cannot guess an input for {label}: pass example_inputs=(tensor, ...) shaped "
             "like a batch the model accepts")
+    return _trace(model, candidates, label, example_inputs is not None)
+
+
+def _trace(model: nn.Module, candidates: list, label: str, given: bool) -> ArchGraph:
+    """The graph of the first input in ``candidates`` the model runs on; a clear error if none."""
     failures = []
     for inputs in candidates:
         try:
@@ -66,8 +75,14 @@ def build(model: Any, example_inputs: Any = None, *, name: str | None = None) ->
         except _ForwardFailed as err:
             failures.append(err)
     first = failures[0]
-    how = ("check the example_inputs you passed" if example_inputs is not None else
-           "pass example_inputs=(tensor, ...) shaped like a batch the model accepts")
+    if isinstance(first.cause, (DataDependentOutputException, DynamicOutputShapeException)):
+        how = ("its output shape depends on the input values (as in detection "
+               "post-processing), which tracing without values (on fake tensors) cannot "
+               "follow: build the graph of the part to initialize, such as the model's backbone")
+    elif given:
+        how = "check the example_inputs you passed"
+    else:
+        how = "pass example_inputs=(tensor, ...) shaped like a batch the model accepts"
     raise GraphBuildError(
         f"forward of {label} failed with input {first.described}: "
         f"{first.cause}. {how}") from first.cause

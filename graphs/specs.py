@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import json
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -163,7 +164,13 @@ def _check_torchvision(name: str) -> None:
 def _build_torchvision(spec: ArchSpec) -> nn.Module:
     import torchvision
 
-    return torchvision.models.get_model(spec.name, weights=None, **spec.kwargs)
+    builder = torchvision.models.get_model_builder(spec.name)
+    kwargs = dict(spec.kwargs)
+    if "weights_backbone" in inspect.signature(builder).parameters:
+        # Detection and segmentation models fetch ImageNet backbone weights by default:
+        # an init is never pretrained, and the download would fail offline.
+        kwargs.setdefault("weights_backbone", None)
+    return builder(weights=None, **kwargs)
 
 
 # ----- transformers ---------------------------------------------------------------------

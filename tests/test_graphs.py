@@ -136,6 +136,17 @@ def test_failing_forward_names_model_and_remedy():
         graphs.build(model, torch.randn(2, 9))
 
 
+def test_detection_models_build_offline_and_say_what_to_trace():
+    spec = graphs.resolve("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", num_classes=3)
+    model = spec.build(meta=True)  # no ImageNet backbone download
+    assert model.roi_heads.box_predictor.cls_score.out_features == 3
+    with pytest.raises(graphs.GraphBuildError, match=r"aten.nonzero.*depends on the input "
+                                                     r"values.*backbone"):
+        graphs.build(spec)
+    backbone = graphs.build(model.backbone, torch.zeros(2, 3, 320, 320))
+    assert len(backbone.params) == len(list(model.backbone.parameters()))
+
+
 def test_non_module_is_rejected():
     with pytest.raises(graphs.GraphBuildError, match="nn.Module"):
         graphs.build(42)
