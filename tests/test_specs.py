@@ -181,6 +181,47 @@ def test_gpt2_large_builds_on_meta_with_flat_memory():
     assert result["growth_mb"] < 1500, f"peak RSS grew by {result['growth_mb']:.0f} MB"
 
 
+def test_meta_init_applies_to_its_own_thread_only():
+    """Threads interleave: A opens meta_init, B builds outside it, C opens it while A is
+    open and closes it after A. Only A's and C's modules are on meta, and the patch is
+    gone at the end (a process-wide patch would leak B onto meta and C's exit would
+    restore A's patched function)."""
+    import threading
+
+    original = nn.Module.register_parameter
+    a_open, b_done, c_open, a_closed = (threading.Event() for _ in range(4))
+    devices = {}
+
+    def a():
+        with graphs.meta_init():
+            a_open.set()
+            b_done.wait(10)
+            devices["a"] = nn.Linear(2, 2).weight.device.type
+            c_open.wait(10)
+        a_closed.set()
+
+    def b():
+        a_open.wait(10)
+        devices["b"] = nn.Linear(2, 2).weight.device.type
+        b_done.set()
+
+    def c():
+        b_done.wait(10)
+        with graphs.meta_init():
+            c_open.set()
+            a_closed.wait(10)
+            devices["c"] = nn.Linear(2, 2).weight.device.type
+
+    threads = [threading.Thread(target=f) for f in (a, b, c)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert devices == {"a": "meta", "b": "cpu", "c": "meta"}
+    assert nn.Module.register_parameter is original
+    assert nn.Linear(2, 2).weight.device.type == "cpu"
+
+
 # ----- dict specs -------------------------------------------------------------------------
 def test_dict_spec_equals_string_spec():
     from_dict = graphs.resolve({"source": "torchvision", "name": "resnet18",
