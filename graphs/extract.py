@@ -76,9 +76,10 @@ def _trace(model: nn.Module, candidates: list, label: str, given: bool) -> ArchG
             failures.append(err)
     first = failures[0]
     if isinstance(first.cause, (DataDependentOutputException, DynamicOutputShapeException)):
-        how = ("its output shape depends on the input values (as in detection "
-               "post-processing), which tracing without values (on fake tensors) cannot "
-               "follow: build the graph of the part to initialize, such as the model's backbone")
+        how = ("its output shape depends on the input values (detection post-processing, "
+               "pooling at end-of-sequence tokens), which tracing without values (on fake "
+               "tensors) cannot follow: build the graph of the part to initialize, such as a "
+               "detection model's backbone or a classifier's base model")
     elif given:
         how = "check the example_inputs you passed"
     else:

@@ -185,7 +185,6 @@ def _hf_config(spec: ArchSpec):
         model_type, base = HF_SIZES.get(spec.name, (spec.name, {}))
         config = AutoConfig.for_model(model_type, **{**base, **overrides})
     config.use_cache = False
-    config._attn_implementation = "sdpa"
     if "num_labels" in overrides and getattr(config, "pad_token_id", 0) is None:
         # Sequence classifiers pool at the last non-pad token and refuse batches without a
         # pad id; decoder-only configs (GPT-2) have none, so pad with end-of-text as HF does.
@@ -220,6 +219,8 @@ def _hf_auto_class(config, wants_classes: bool):
     for head in heads:
         mapping = getattr(modeling_auto, f"MODEL_FOR_{head}_MAPPING_NAMES")
         class_name = mapping.get(config.model_type)
+        if isinstance(class_name, (tuple, list)):  # e.g. DeiT: plain and with-teacher heads
+            class_name = class_name[0]
         if class_name:
             return getattr(tf, class_name)
     return tf.AutoModel
@@ -228,6 +229,8 @@ def _hf_auto_class(config, wants_classes: bool):
 def _build_hf(spec: ArchSpec) -> nn.Module:
     config = _hf_config(spec)
     cls = _hf_auto_class(config, "num_labels" in spec.kwargs)
+    if getattr(cls, "_supports_sdpa", False):  # the attention that traces in one op
+        config._attn_implementation = "sdpa"
     if hasattr(cls, "from_config"):
         return cls.from_config(config)
     return cls._from_config(config)

@@ -56,6 +56,24 @@ def test_transformers_graph(name):
     assert "attention" in {n.op for n in graph.nodes}
 
 
+@pytest.mark.parametrize(("name", "options"), [
+    ("deit", {"num_hidden_layers": 1}),  # two classifier heads listed: the plain one is used
+    ("convnext", {"depths": [1, 1, 1, 1]}),  # no attention, so no attention implementation
+])
+def test_transformers_image_classifiers_graph(name, options):
+    spec = graphs.resolve(f"hf:{name}", num_classes=10, **options)
+    model = spec.build()
+    assert type(model).__name__.endswith("ForImageClassification")
+    assert_faithful(graphs.build(spec), model)
+
+
+def test_data_dependent_shapes_say_what_to_trace():
+    spec = graphs.resolve("hf:t5", num_classes=3, num_layers=1)  # pools at the EOS token
+    with pytest.raises(graphs.GraphBuildError, match=r"hf:t5.*depends on the input values.*"
+                                                     r"classifier's base model"):
+        graphs.build(spec)
+
+
 def test_gpt2_weight_tying_is_one_tensor():
     graph = graphs.build(graphs.resolve("hf:gpt2", n_layer=1))
     wte = next(p for p in graph.params if p.name.endswith("wte.weight"))
