@@ -130,12 +130,18 @@ class LowRankDecoder(nn.Module):
         if len(view) == 2:
             a = self.phi(view[0], offset[0]) @ uv[0]
             b = self.phi(view[1], offset[1]) @ uv[1]
+            if role not in BOUNDED_ROLES:
+                return from_matrix(normalized_product(a, b, target_std(role, shape, log_gain)),
+                                   shape)
             raw = from_matrix(a @ b.T, shape)
         elif len(view) == 1:
             raw = (self.phi(view[0], offset[0]) @ vector[:-1]).reshape(shape)
         else:
             raw = vector[-1].reshape(shape)
         return scale(raw, role, shape, log_gain)
+
+
+BOUNDED_ROLES = ("norm_weight", "scale", "bias", "norm_bias")  # squashed, not standardized
 
 
 def scale(raw: torch.Tensor, role: str, shape: tuple[int, ...],
@@ -148,7 +154,6 @@ def scale(raw: torch.Tensor, role: str, shape: tuple[int, ...],
     * biases and norm biases: ``0.1 * tanh(raw)``;
     * embeddings, positional embeddings and tokens: std ``0.02 * gain``.
     """
-    gain = torch.exp(2 * torch.tanh(log_gain))
     if role in ("norm_weight", "scale"):
         return 2 * torch.sigmoid(raw / 2)
     if role in ("bias", "norm_bias"):
@@ -156,7 +161,29 @@ def scale(raw: torch.Tensor, role: str, shape: tuple[int, ...],
     if raw.numel() < 2:
         return raw
     unit = (raw - raw.mean()) / (raw.std() + 1e-8)
+    return unit * target_std(role, shape, log_gain)
+
+
+def target_std(role: str, shape: tuple[int, ...], log_gain: torch.Tensor) -> torch.Tensor:
+    """The std a standardized tensor of ``role`` is scaled to (see :func:`scale`)."""
+    gain = torch.exp(2 * torch.tanh(log_gain))
     if role in ("embedding", "pos_embedding", "token"):
-        return unit * (0.02 * gain)
-    return unit * (gain / math.sqrt(fan_in(shape)))
+        return 0.02 * gain
+    return gain / math.sqrt(fan_in(shape))
+
+
+def normalized_product(a: torch.Tensor, b: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``a @ b.T`` shifted to zero mean and scaled to ``std`` (unbiased, as ``Tensor.std``).
+
+    The mean and variance of a rank-r product come from the factors in O((m + n) r^2),
+    and the shift and scale fold into a single matrix multiply, so a large tensor is
+    written once instead of being read and rewritten by each normalization step.
+    """
+    n = a.shape[0] * b.shape[0]
+    a64, b64 = a.double(), b.double()  # sums of many products: no low-precision statistics
+    mean = a64.sum(0) @ b64.sum(0) / n
+    sum_sq = ((a64.T @ a64) * (b64.T @ b64)).sum()
+    var = ((sum_sq - n * mean**2) / max(n - 1, 1)).clamp_min(0)
+    factor = (std / (var.sqrt() + 1e-8)).to(a.dtype)
+    return torch.addmm((-mean.to(a.dtype) * factor).reshape(1, 1), a * factor, b.T)
 

@@ -17,7 +17,7 @@ from torch.func import functional_call
 
 import graphs
 import hyperinit
-from hyperinit.decoder import matrix_shape
+from hyperinit.decoder import matrix_shape, normalized_product
 from hyperinit.predict import default_generator
 
 TINY = hyperinit.GHNConfig(hidden=16, layers=1, heads=2, rank=4, features=8)
@@ -198,6 +198,21 @@ def _periodic(w: torch.Tensor) -> bool:
     rows, w = w.shape[0], w[:, :8]
     return any(torch.allclose(w[p:], w[:-p], rtol=1e-4, atol=1e-7)
                for p in range(1, rows // 2 + 1) if rows % p == 0)
+
+
+def test_normalized_product_equals_standardizing_the_full_matrix():
+    torch.manual_seed(0)
+    a = (torch.randn(300, 8) + 0.5).requires_grad_()
+    b = (torch.randn(70, 8) - 0.2).requires_grad_()
+    weights = torch.randn(300, 70)
+    full = a @ b.T
+    expected = (full - full.mean()) / full.std() * 0.3
+    got = normalized_product(a, b, torch.tensor(0.3))
+    assert torch.allclose(got, expected, atol=1e-5)
+    grads = torch.autograd.grad((got * weights).sum(), (a, b))
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (a, b))
+    for g, e in zip(grads, expected_grads, strict=True):
+        assert torch.allclose(g, e, atol=1e-4)
 
 
 def test_no_tensor_is_a_tiled_block(ghn):
