@@ -5,7 +5,7 @@ device, weights untouched) into a graph; ``ArchGraph.to_data`` gives the PyG ``D
 that generators read.
 """
 
-from .errors import GraphBuildError, UnknownArchitectureError
+from .errors import GraphBuildError, PartialGraphWarning, UnknownArchitectureError
 from .extract import build
 from .graph import DISTANCE_CUTOFF, ROLES, ArchGraph, Node, ParamSpec
 from .meta import meta_init
@@ -21,6 +21,7 @@ __all__ = [
     "GraphBuildError",
     "Node",
     "ParamSpec",
+    "PartialGraphWarning",
     "UnknownArchitectureError",
     "build",
     "meta_init",

@@ -9,3 +9,9 @@ class GraphBuildError(ValueError):
 
 class UnknownArchitectureError(ValueError):
     """An architecture spec names nothing we can build; the message lists close matches."""
+
+
+class PartialGraphWarning(UserWarning):
+    """The forward stopped at an op whose output shape depends on input values (detection
+    post-processing, pooling at end-of-sequence tokens): the graph covers the modules that
+    finished before it, and every other parameter is an unconnected node."""

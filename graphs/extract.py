@@ -10,6 +10,7 @@ data-dependent checks (``transformers`` does), so more models trace.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +24,7 @@ from torch._subclasses.fake_tensor import (
 )
 from torch.func import functional_call
 
-from .errors import GraphBuildError
+from .errors import GraphBuildError, PartialGraphWarning
 from .graph import ArchGraph, Node, ParamSpec
 from .vocab import NORM_OPS, function_name, is_layout, op_of
 
@@ -75,11 +76,10 @@ def _trace(model: nn.Module, candidates: list, label: str, given: bool) -> ArchG
         except _ForwardFailed as err:
             failures.append(err)
     first = failures[0]
-    if isinstance(first.cause, (DataDependentOutputException, DynamicOutputShapeException)):
-        how = ("its output shape depends on the input values (detection post-processing, "
-               "pooling at end-of-sequence tokens), which tracing without values (on fake "
-               "tensors) cannot follow: build the graph of the part to initialize, such as a "
-               "detection model's backbone or a classifier's base model")
+    if _data_dependent(first.cause):
+        how = ("its output shape depends on the input values, which tracing without values "
+               "(on fake tensors) cannot follow, and no module finished before it: build the "
+               "graph of the part to initialize")
     elif given:
         how = "check the example_inputs you passed"
     else:
@@ -87,6 +87,11 @@ def _trace(model: nn.Module, candidates: list, label: str, given: bool) -> ArchG
     raise GraphBuildError(
         f"forward of {label} failed with input {first.described}: "
         f"{first.cause}. {how}") from first.cause
+
+
+def _data_dependent(err: BaseException) -> bool:
+    """An op whose output shape depends on tensor values (``nonzero``, ``unique``...)."""
+    return isinstance(err, (DataDependentOutputException, DynamicOutputShapeException))
 
 
 class _ForwardFailed(Exception):
@@ -175,20 +180,40 @@ class _Tracer:
         self.module_types = {n: type(m).__name__ for n, m in model.named_modules()}
 
     def trace(self, inputs: Any) -> ArchGraph:
-        roots, stand_ins = self._forward(inputs, train=False)
+        roots, stand_ins, stopped = self._forward(inputs, train=False)
         graph = self._walk(roots, stand_ins)
         if graph.unused:  # some models (GoogLeNet, Inception) use branches only in training
-            roots, stand_ins = self._forward(inputs, train=True)
-            trained = self._walk(roots, stand_ins)
-            if len(trained.unused) < len(graph.unused):
-                graph = trained
+            try:
+                roots, stand_ins, stopped_training = self._forward(inputs, train=True)
+            except _ForwardFailed:  # training mode wants more (detection models: targets)
+                stopped_training = None
+            else:
+                trained = self._walk(roots, stand_ins)
+                if len(trained.unused) < len(graph.unused):
+                    graph, stopped = trained, stopped_training
+        if stopped is not None:
+            shown = ", ".join(graph.unused[:3]) + (", ..." if len(graph.unused) > 3 else "")
+            warnings.warn(
+                f"the forward of {self.label} stopped at {stopped} (its output shape depends "
+                f"on the input values, which tracing without values cannot follow). The graph "
+                f"holds the {len(graph.params) - len(graph.unused)} parameters used before "
+                f"that point; the other {len(graph.unused)} ({shown}) are unconnected nodes",
+                PartialGraphWarning, stacklevel=2)
         return graph
 
-    def _forward(self, inputs: Any, train: bool) -> tuple[list[Any], dict[int, str]]:
+    def _forward(self, inputs: Any, train: bool,
+                 ) -> tuple[list[Any], dict[int, str], BaseException | None]:
+        """Roots of the autograd graph, the stand-in of each leaf, and the data-dependent op
+        the forward stopped at (then the roots are the outputs of every module that
+        finished before it), if any."""
         # One fake tensor per distinct parameter, shared by all of its (tied) names.
         stand_ins: dict[int, str] = {}
         tensors: dict[str, torch.Tensor] = {}
         keep_alive = []
+        finished: list[Any] = []  # every module's output, in case the forward cannot finish
+        hooks = [m.register_forward_hook(lambda _m, _a, output: finished.append(output))
+                 for m in self.model.modules()]
+        stopped = None
         was_training = self.model.training
         self.model.train(train)
         try:
@@ -209,15 +234,19 @@ class _Tracer:
                     else tuple(fake_inputs), {})
                 out = functional_call(self.model, tensors, args, kwargs, tie_weights=False)
         except Exception as err:  # noqa: BLE001 - any failure in user code is reported
-            raise _ForwardFailed(_describe(inputs), err) from err
+            if not (_data_dependent(err) and finished):
+                raise _ForwardFailed(_describe(inputs), err) from err
+            out, stopped = finished, err
         finally:
             self.model.train(was_training)
-        roots = list(_output_roots(out))
+            for hook in hooks:
+                hook.remove()
+        roots = list(dict.fromkeys(_output_roots(out)))
         if not roots:
             raise GraphBuildError(
                 f"the output of {self.label} does not depend on any parameter: nothing to trace")
         self._keep_alive = keep_alive
-        return roots, stand_ins
+        return roots, stand_ins, stopped
 
     def _walk(self, roots: list[Any], stand_ins: dict[int, str]) -> ArchGraph:
         nodes: list[Node] = [Node(name="input", op="input")]

@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
+
+from graphs import PartialGraphWarning
+
+OWN_WARNINGS = (PartialGraphWarning,)
 
 # Subcommand modules, in the order `hyperinit --help` lists them. Each defines
 # `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
@@ -23,6 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():  # restores showwarning on exit
+        show = warnings.showwarning
+
+        def show_own(message, category, filename, lineno, file=None, line=None) -> None:
+            """Our warnings are messages to the user: one line, no source location."""
+            if issubclass(category, OWN_WARNINGS):
+                print(f"hyperinit {args.command}: warning: {message}", file=sys.stderr)
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show_own
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, PermissionError) as err:

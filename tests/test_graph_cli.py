@@ -39,6 +39,16 @@ def test_summary_lists_node_types_and_arch_hash(capsys):
     assert "unrecognized ops: none" in out
 
 
+def test_partial_trace_is_a_one_line_warning(capsys):
+    code, out, err = run_cli(capsys, "graph", "hf:t5", "--num-classes", "3", "--config",
+                             '{"num_layers": 1, "d_model": 32, "d_ff": 64, "num_heads": 2}')
+    assert code == 0, err
+    warning = [line for line in err.splitlines() if "PartialGraph" in line or "stopped" in line]
+    assert len(warning) == 1 and warning[0].startswith(
+        "hyperinit graph: warning: the forward of hf:t5 stopped at aten.unique_consecutive")
+    assert "arch_hash" in out
+
+
 def test_json_output_covers_every_parameter(capsys):
     code, out, err = run_cli(capsys, "graph", *SMALL_GPT2, "--format", "json")
     assert code == 0, err

@@ -22,8 +22,9 @@ HF_SMALL = {"gpt2": {"n_layer": 2}, "llama": {"num_hidden_layers": 2, "hidden_si
             "t5": {"num_layers": 2}}
 
 
-def assert_faithful(graph: graphs.ArchGraph, model: nn.Module) -> None:
-    """Every parameter name appears once, with the model's shape, and nothing else does."""
+def assert_faithful(graph: graphs.ArchGraph, model: nn.Module, unused: int = 0) -> None:
+    """Every parameter name appears once, with the model's shape, and nothing else does;
+    ``unused`` of them are unconnected (a partial trace)."""
     names = graph.param_names()
     assert len(names) == len(set(names))
     expected = dict(model.named_parameters(remove_duplicate=False))
@@ -32,7 +33,7 @@ def assert_faithful(graph: graphs.ArchGraph, model: nn.Module) -> None:
         assert p.shape == tuple(expected[p.name].shape)
         assert 0 < p.node < graph.num_nodes and graph.nodes[p.node].params.count(
             graph.params.index(p)) == 1
-    assert not graph.unused and not graph.unrecognized
+    assert len(graph.unused) == unused and not graph.unrecognized
     assert all(src < dst for src, dst in graph.edges), "nodes are in topological order"
 
 
@@ -67,11 +68,13 @@ def test_transformers_image_classifiers_graph(name, options):
     assert_faithful(graphs.build(spec), model)
 
 
-def test_data_dependent_shapes_say_what_to_trace():
+def test_classifier_pooling_at_eos_traces_the_body():
     spec = graphs.resolve("hf:t5", num_classes=3, num_layers=1)  # pools at the EOS token
-    with pytest.raises(graphs.GraphBuildError, match=r"hf:t5.*depends on the input values.*"
-                                                     r"classifier's base model"):
-        graphs.build(spec)
+    with pytest.warns(graphs.PartialGraphWarning, match="unique_consecutive.*classification_head"):
+        graph = graphs.build(spec)
+    assert_faithful(graph, spec.build(), unused=4)
+    assert sorted(graph.unused) == sorted(
+        n for n, _ in spec.build().named_parameters() if n.startswith("classification_head."))
 
 
 def test_gpt2_weight_tying_is_one_tensor():
@@ -154,15 +157,32 @@ def test_failing_forward_names_model_and_remedy():
         graphs.build(model, torch.randn(2, 9))
 
 
-def test_detection_models_build_offline_and_say_what_to_trace():
+def test_detection_models_build_offline_and_trace_up_to_post_processing():
     spec = graphs.resolve("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", num_classes=3)
     model = spec.build(meta=True)  # no ImageNet backbone download
     assert model.roi_heads.box_predictor.cls_score.out_features == 3
-    with pytest.raises(graphs.GraphBuildError, match=r"aten.nonzero.*depends on the input "
-                                                     r"values.*backbone"):
-        graphs.build(spec)
-    backbone = graphs.build(model.backbone, torch.zeros(2, 3, 320, 320))
-    assert len(backbone.params) == len(list(model.backbone.parameters()))
+    with pytest.warns(graphs.PartialGraphWarning, match=r"stopped at aten.nonzero.*the other 8 "
+                                                        r"\(roi_heads.box_head.fc6.weight"):
+        graph = graphs.build(spec)
+    assert_faithful(graph, model, unused=8)
+    assert all(name.startswith("roi_heads.") for name in graph.unused)
+    backbone = [n for n in graph.nodes if n.op == "conv"]
+    assert len(backbone) > 50  # backbone, FPN and RPN head are traced, with their edges
+
+
+class NonzeroFirst(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.linear(x[x.sum(1).nonzero()[:, 0]])
+
+
+def test_data_dependent_shapes_before_any_module_say_what_to_do():
+    with pytest.raises(graphs.GraphBuildError, match=r"NonzeroFirst.*aten.nonzero.*depends on "
+                                                     r"the input values.*no module finished"):
+        graphs.build(NonzeroFirst(), torch.randn(3, 4))
 
 
 def test_non_module_is_rejected():

@@ -112,6 +112,17 @@ def test_gpt2_sequence_classifier_takes_batches(ghn):
     assert logits.shape == (4, 3) and torch.isfinite(logits).all()
 
 
+def test_partially_traced_models_get_every_parameter(ghn):
+    spec = graphs.resolve("hf:t5", num_classes=3, **HF["t5"])  # pools at the EOS token
+    with pytest.warns(graphs.PartialGraphWarning, match="classification_head"):
+        state = hyperinit.predict_state_dict(spec, ghn)
+    expected = spec.build().state_dict()
+    params = dict(spec.build().named_parameters(remove_duplicate=False))
+    assert set(params) <= set(state)
+    for name in params:
+        assert state[name].shape == expected[name].shape and torch.isfinite(state[name]).all()
+
+
 def test_predict_fills_a_real_module_in_place(ghn):
     model = torchvision.models.resnet18(num_classes=10)
     model.bn1.running_mean.fill_(3.0)
