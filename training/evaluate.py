@@ -40,6 +40,7 @@ restarted run skips the rows already there. At the end ``results.json``, ``table
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -58,7 +59,7 @@ from tqdm import tqdm
 import graphs
 import hyperinit
 from graphs.draw import save_figure
-from hyperinit.predict import generator_id
+from hyperinit.predict import calibrate_batchnorm, generator_id
 from hyperinit.safetensors_io import atomic_path
 
 from . import data, samplers
@@ -326,24 +327,15 @@ def measure(model: nn.Module, eval_data: EvalData, autocast: torch.autocast) -> 
     return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else math.inf}
 
 
-@torch.no_grad()
 def calibrated(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
                num_batches: int) -> nn.Module:
     """A copy of ``model`` whose BatchNorm running statistics are the average over
     ``num_batches`` training batches; ``model`` itself if it has no BatchNorm to calibrate."""
-    norms = [m for m in model.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not norms or num_batches == 0:
+    if num_batches == 0 or not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                   and m.track_running_stats for m in model.modules()):
         return model
-    clone = deepcopy(model)
-    for m in clone.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average over the calibration batches
-    clone.train()
-    for _ in range(num_batches):
-        clone(next(batches)[0])
-    return clone
+    inputs = (x for x, _ in itertools.islice(batches, num_batches))
+    return calibrate_batchnorm(deepcopy(model), inputs)
 
 
 def _optimizer(model: nn.Module, cfg: EvalConfig) -> torch.optim.Optimizer:
