@@ -50,10 +50,11 @@ def build(model: Any, example_inputs: Any = None, *, name: str | None = None) ->
     if isinstance(model, str):
         model = resolve(model)
     if isinstance(model, ArchSpec):
-        spec = model
-        given = example_inputs is not None
-        return _trace(spec.build(), [example_inputs if given else spec.example_inputs()],
-                      name or spec.label, given)
+        spec, module = model, model.build()
+        inputs = example_inputs if example_inputs is not None else spec.example_inputs()
+        if inputs is None:  # a python: spec with no known input: guessed from the module
+            return build(module, name=name or spec.label)
+        return _trace(module, [inputs], name or spec.label, example_inputs is not None)
     if not isinstance(model, nn.Module):
         raise GraphBuildError(
             f"expected a torch.nn.Module, an ArchSpec or a spec string, got "
