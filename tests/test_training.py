@@ -113,10 +113,14 @@ def test_resume_is_exact(tmp_path, generator_config):
     interrupted.train_step()
     interrupted.train_step()
     interrupted.save_checkpoint()
-    del interrupted  # the process "dies" here; a new one resumes from the checkpoint
+    del interrupted  # the process "dies" here, after logging step 3 and half a row
+    rows = [json.dumps({"step": k, "loss": 2.0, "lr": 1e-3}) for k in (1, 2, 3)]
+    (tmp_path / "b/metrics.jsonl").write_text("\n".join(rows) + '\n{"step": 4, "lo')
     resumed = make_trainer(generator_config(tmp_path / "b"))
     resumed.train()
     assert resumed.step == 4
+    logged = [json.loads(r) for r in (tmp_path / "b/metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4] and "grad_norm" in logged[2]
     # The same computation in the same order; under competing load a CPU kernel can still
     # round a last bit differently (seen once: 3e-8), so that much and no more is allowed.
     for (name, a), b in zip(straight.model.state_dict().items(),

@@ -32,6 +32,7 @@ from hyperinit import CheckpointError, GHNConfig, GraphHyperNetwork, load_genera
 
 from . import data, samplers
 from .config import TrainConfig
+from .evaluate import write_text
 
 CHECKPOINT = "checkpoint.pt"
 GENERATOR_DIR = "generator"
@@ -220,6 +221,26 @@ class Trainer:
                 "over") from err
         torch.set_rng_state(state["torch_rng"].cpu())
         self.step = int(state["step"])
+        if self.rank == 0:
+            self._drop_metrics_after(self.step)
+
+    def _drop_metrics_after(self, step: int) -> None:
+        """Forget the rows a stopped run logged after its last checkpoint (and a row cut
+        short): the resumed run logs those steps again, so every step appears once."""
+        path = self.out / METRICS
+        if not path.is_file():
+            return
+        lines = path.read_text().splitlines()
+        keep = []
+        for line in lines:
+            try:
+                row_step = json.loads(line)["step"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+            if row_step <= step:
+                keep.append(line)
+        if keep != lines:
+            write_text(path, "".join(line + "\n" for line in keep))
 
 
 class GHNTrainer(Trainer):
