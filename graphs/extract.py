@@ -192,7 +192,7 @@ class _Tracer:
                 trained = self._walk(roots, stand_ins)
                 if len(trained.unused) < len(graph.unused):
                     graph, stopped = trained, stopped_training
-        if stopped is not None:
+        if stopped is not None and graph.unused:  # else only parameter-free ops were left
             shown = ", ".join(graph.unused[:3]) + (", ..." if len(graph.unused) > 3 else "")
             warnings.warn(
                 f"the forward of {self.label} stopped at {stopped} (its output shape depends "

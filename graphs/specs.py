@@ -73,11 +73,20 @@ class ArchSpec:
 
     def build(self, meta: bool = True) -> nn.Module:
         """The model, in eval mode, with parameters on ``meta`` and real buffers; with
-        ``meta=False``, on CPU with the library's default initialization."""
+        ``meta=False``, on CPU with the library's default initialization.
+
+        A constructor that runs its own forward pass (SSDlite measures its backbone's
+        output channels) cannot work on meta parameters: such a model is built on CPU.
+        """
         if self.module is not None:
             return self.module
         try:
-            with meta_init() if meta else nullcontext():
+            try:
+                with meta_init() if meta else nullcontext():
+                    model = _BUILDERS[self.source](self)
+            except RuntimeError:
+                if not meta:
+                    raise
                 model = _BUILDERS[self.source](self)
         except UnknownArchitectureError:
             raise
@@ -94,8 +103,7 @@ class ArchSpec:
             size = self.build().pretrained_cfg.get("input_size", (3, 224, 224))
             return torch.zeros(2, *size)
         if self.source == "torchvision":
-            size = self.kwargs.get("image_size", 299 if self.name == "inception_v3" else 224)
-            return torch.zeros(2, 3, size, size)
+            return _torchvision_inputs(self)
         return None
 
 
@@ -171,6 +179,18 @@ def _build_torchvision(spec: ArchSpec) -> nn.Module:
         # an init is never pretrained, and the download would fail offline.
         kwargs.setdefault("weights_backbone", None)
     return builder(weights=None, **kwargs)
+
+
+def _torchvision_inputs(spec: ArchSpec) -> Any:
+    """Images; clips of 16 frames for video models; an image pair for optical flow."""
+    import torchvision
+
+    size = spec.kwargs.get("image_size", 299 if spec.name == "inception_v3" else 224)
+    if spec.name in torchvision.models.list_models(module=torchvision.models.video):
+        return torch.zeros(2, 3, 16, size, size)
+    if spec.name in torchvision.models.list_models(module=torchvision.models.optical_flow):
+        return (torch.zeros(2, 3, 128, 128), torch.zeros(2, 3, 128, 128))
+    return torch.zeros(2, 3, size, size)
 
 
 # ----- transformers ---------------------------------------------------------------------

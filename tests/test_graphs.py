@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -22,9 +23,11 @@ HF_SMALL = {"gpt2": {"n_layer": 2}, "llama": {"num_hidden_layers": 2, "hidden_si
             "t5": {"num_layers": 2}}
 
 
-def assert_faithful(graph: graphs.ArchGraph, model: nn.Module, unused: int = 0) -> None:
+def assert_faithful(graph: graphs.ArchGraph, model: nn.Module, unused: int = 0,
+                    unrecognized: dict[str, int] | None = None) -> None:
     """Every parameter name appears once, with the model's shape, and nothing else does;
-    ``unused`` of them are unconnected (a partial trace)."""
+    ``unused`` of them are unconnected (a partial trace); ``unrecognized`` ops, if any, as
+    given."""
     names = graph.param_names()
     assert len(names) == len(set(names))
     expected = dict(model.named_parameters(remove_duplicate=False))
@@ -33,7 +36,7 @@ def assert_faithful(graph: graphs.ArchGraph, model: nn.Module, unused: int = 0) 
         assert p.shape == tuple(expected[p.name].shape)
         assert 0 < p.node < graph.num_nodes and graph.nodes[p.node].params.count(
             graph.params.index(p)) == 1
-    assert len(graph.unused) == unused and not graph.unrecognized
+    assert len(graph.unused) == unused and graph.unrecognized == (unrecognized or {})
     assert all(src < dst for src, dst in graph.edges), "nodes are in topological order"
 
 
@@ -168,6 +171,19 @@ def test_detection_models_build_offline_and_trace_up_to_post_processing():
     assert all(name.startswith("roi_heads.") for name in graph.unused)
     backbone = [n for n in graph.nodes if n.op == "conv"]
     assert len(backbone) > 50  # backbone, FPN and RPN head are traced, with their edges
+
+
+@pytest.mark.parametrize(("name", "unrecognized"), [
+    ("r3d_18", {}),  # video: 16-frame clips
+    ("raft_small", {"GridSampler2D": 48}),  # optical flow: an image pair; warps are generic
+    ("ssdlite320_mobilenet_v3_large", {}),  # its constructor runs a forward: built on CPU
+])
+def test_torchvision_video_flow_and_detection_models_trace(name, unrecognized):
+    spec = graphs.resolve(f"torchvision:{name}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", graphs.PartialGraphWarning)
+        graph = graphs.build(spec)
+    assert_faithful(graph, spec.build(), unrecognized=unrecognized)
 
 
 class NonzeroFirst(nn.Module):
