@@ -186,6 +186,22 @@ def test_torchvision_video_flow_and_detection_models_trace(name, unrecognized):
     assert_faithful(graph, spec.build(), unrecognized=unrecognized)
 
 
+OTHER_TASKS = [name for module in (torchvision.models.detection, torchvision.models.segmentation,
+                                   torchvision.models.video, torchvision.models.optical_flow)
+               for name in torchvision.models.list_models(module=module)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", OTHER_TASKS)
+def test_every_torchvision_detection_segmentation_video_and_flow_model_traces(name):
+    spec = graphs.resolve(f"torchvision:{name}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", graphs.PartialGraphWarning)  # detection heads
+        graph = graphs.build(spec)
+    expected = {n for n, _ in spec.build().named_parameters(remove_duplicate=False)}
+    assert set(graph.param_names()) == expected
+
+
 class NonzeroFirst(nn.Module):
     def __init__(self) -> None:
         super().__init__()
