@@ -179,8 +179,9 @@ def normalize(images: torch.Tensor, mean: tuple[float, ...] = CIFAR10_MEAN,
               std: tuple[float, ...] = CIFAR10_STD) -> torch.Tensor:
     """uint8 ``(B, C, H, W)`` in [0, 255] -> float32 standardized per channel.
 
-    The result is channels-last in memory (same shape and values): convolutions take their
-    channels-last kernels then, 1.3-1.5x faster on CPU for the sampled CNNs.
+    The result is channels-last in memory (same shape and values): convolutions then take
+    their channels-last kernels, and a CPU training step over the sampled architectures is
+    about 1.2x faster (``bench/batch_layout.py``; ViT-like ones lose a little).
     """
     m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
     s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
