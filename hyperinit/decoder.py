@@ -61,7 +61,8 @@ class IndexFeatures(nn.Module):
     of a random init (slow, smooth features alone would make every row alike and a layer
     would sum its inputs coherently), and no two rows repeat with a period that divides
     the tensor. The ``phase`` (one per tensor, from the prediction seed) gives different
-    but equally distributed tensors for different seeds.
+    but equally distributed tensors for different seeds (see ``GraphHyperNetwork.iter_tensors``
+    for what that costs).
     """
 
     def __init__(self, features: int) -> None:

@@ -59,8 +59,10 @@ class GraphHyperNetwork(nn.Module, PyTorchModelHubMixin, library_name="hyperinit
                      ) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield ``(name, tensor)`` for every parameter of ``graph``, in graph order.
 
-        The seed sets each tensor's index-feature phase: the same seed gives the same bytes,
-        another seed a different tensor with the same statistics.
+        The seed sets each tensor's index-feature phase: the same seed gives the same bytes.
+        Training uses seed 0 only, so another seed gives tensors with the same statistics
+        whose layers were never trained to work together (the index features of a hidden
+        unit no longer match between the tensors that share it).
         """
         if node_emb is None:
             (node_emb,) = self.embed([graph])

@@ -189,7 +189,10 @@ def predict_state_dict(arch: Arch, generator: Generator = None, *, seed: int = 0
     Args:
         arch: a spec (``"torchvision:resnet50"``, ``"hf:gpt2"``, a dict) or an ``nn.Module``.
         generator: shipped generator name, checkpoint directory, or a loaded generator.
-        seed: different seeds give different, equally good inits; a seed gives fixed bytes.
+        seed: a seed gives fixed bytes. For a diffusion generator it seeds the sampling
+            noise. For a GHN, 0 is the prediction it was trained to make; another seed shifts
+            each tensor's index features, a variant with the same statistics whose layers
+            were never trained to work together (zero-shot at chance for the shipped GHNs).
         num_classes: classifier size; other keyword arguments go to the model constructor
             or the ``transformers`` config.
         dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``; default: the model's dtype.

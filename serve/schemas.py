@@ -33,7 +33,9 @@ class InitRequest(BaseModel):
         description="Classifier size (`num_labels` for transformers); default: the model's own.")
     seed: int = Field(
         default=0, ge=0, le=2**53 - 1,  # the largest integer every JSON client holds exactly
-        description="Different seeds give different, equally good inits; a seed gives fixed bytes.")
+        description="A seed gives fixed bytes. GHN: 0 is the trained prediction, another seed "
+                    "an untrained variant with the same statistics; diffusion: the sampling "
+                    "noise.")
     generator: str | None = Field(
         default=None, min_length=1, max_length=200,
         description="A generator name from `GET /v1/generators`; default: the server's default.")

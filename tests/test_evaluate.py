@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import hyperinit
 from hyperinit.commands import eval as eval_command
 from training import evaluate as ev
 from training.config import load_config
@@ -63,6 +64,7 @@ def test_rows_and_reports(image_run):
         for point in row["at"].values():
             assert 0 <= point["accuracy"] <= 1 and math.isfinite(point["loss"])
         assert (row.get("generator") == "untrained@seed0") == (row["arm"] == "predicted")
+        assert (row.get("prediction_seed") == 0) == (row["arm"] == "predicted")
     table = (out / "table.md").read_text()
     for column in ("predicted k=0", "default k=3", "orthogonal k=3", "mimetic k=0"):
         assert column in table
@@ -120,6 +122,24 @@ def test_resume_runs_only_missing_rows(image_run, shared_data, tmp_path, monkeyp
     assert len(json.loads((out / "results.json").read_text())) == len(rows)
     with pytest.raises(ValueError, match="other ks"):  # other options: refuse to mix rows
         ev.evaluate(tiny_config(shared_data, out, ks=(0, 5)))
+    with pytest.raises(ValueError, match="other prediction_seed"):
+        ev.evaluate(tiny_config(shared_data, out, prediction_seed=1))
+
+
+def test_predicted_arm_is_one_init_for_every_run_seed():
+    """Run seeds vary the build and the batches; the prediction is ``prediction_seed``'s."""
+    entry = {e.name: e for e in held_out("image")}["vgg-1000001"]
+    generator = hyperinit.load_generator("untrained")
+
+    def predicted(seed: int, prediction_seed: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(seed)
+        model = entry.build()
+        assert ev.init_(model, "predicted", prediction_seed, generator) is None
+        return model.state_dict()
+
+    first, other_run, other_prediction = predicted(0, 0), predicted(1, 0), predicted(1, 1)
+    assert all(torch.equal(first[k], other_run[k]) for k in first)
+    assert not all(torch.equal(first[k], other_prediction[k]) for k in first)
 
 
 def test_batchnorm_statistics_are_calibrated_at_k0_on_a_copy():

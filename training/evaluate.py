@@ -5,7 +5,9 @@ model is built, initialized, trained with one fixed recipe for ``max(ks)`` steps
 measured on the test split at every step count in ``ks`` (0 = the init itself, zero-shot).
 The arms:
 
-* ``predicted``: parameters from the generator (``hyperinit.predict``), BatchNorm stats reset;
+* ``predicted``: parameters from the generator (``hyperinit.predict`` with ``prediction_seed``,
+  0 by default: the prediction ``hyperinit predict`` gives and the one a GHN is trained on),
+  the same for every seed;
 * ``default``: the freshly built module, i.e. PyTorch's (or the model's own) default init;
 * ``orthogonal``: ``nn.init.orthogonal_`` (gain 1) on every weight of two or more dimensions,
   zero biases; norm layers and other parameters (positions, class tokens) keep their default;
@@ -76,9 +78,9 @@ MAX_BLOCK_SIZE = 256  # positions of the held-out GPTs (samplers.GPTLike, gpt2-c
 # Trockman & Kolter (2023): W_q W_k^T ~ a1 Z1 + b1 I and W_v W_proj ~ a2 Z2 - b2 I.
 MIMETIC = {"alpha1": 0.7, "beta1": 0.7, "alpha2": 0.4, "beta2": 0.4}
 # Options that change the numbers of a row: a resumed run must keep them.
-ROW_OPTIONS = ("task", "generator", "data", "ks", "epoch", "calibration_batches", "batch_size",
-               "block_size", "lr", "weight_decay", "grad_clip", "train_samples", "test_samples",
-               "amp")
+ROW_OPTIONS = ("task", "generator", "data", "ks", "epoch", "calibration_batches",
+               "prediction_seed", "batch_size", "block_size", "lr", "weight_decay", "grad_clip",
+               "train_samples", "test_samples", "amp")
 
 
 @dataclass
@@ -100,6 +102,7 @@ class EvalConfig:
     ks: tuple[int, ...] = (0, 50, 200)  # measure after these many steps (0: no training)
     epoch: bool = False  # also measure after one epoch of the training set
     calibration_batches: int = 10  # k=0: estimate BatchNorm statistics from this many batches
+    prediction_seed: int = 0  # the predicted arm's hyperinit.predict seed, for every run seed
     # data
     batch_size: int | None = None
     block_size: int = 128  # text only: characters per sequence
@@ -240,11 +243,11 @@ def mimetic_(model: nn.Module, alpha1: float = 0.7, beta1: float = 0.7, alpha2: 
     return len(layers)
 
 
-def init_(model: nn.Module, arm: str, seed: int,
+def init_(model: nn.Module, arm: str, prediction_seed: int,
           generator: hyperinit.GraphHyperNetwork | None) -> str | None:
     """Apply ``arm``'s init to a freshly built ``model``; the reason if it does not apply."""
     if arm == "predicted":
-        hyperinit.predict(model, generator, seed=seed)
+        hyperinit.predict(model, generator, seed=prediction_seed)
     elif arm == "orthogonal":
         orthogonal_(model)
     elif arm == "mimetic" and mimetic_(model, **MIMETIC) == 0:
@@ -389,11 +392,12 @@ def run_one(cfg: EvalConfig, entry: samplers.HeldOut, arm: str, seed: int,
     start = time.perf_counter()
     torch.manual_seed(seed)
     model = entry.build()
-    skipped = init_(model, arm, seed, generator)
+    skipped = init_(model, arm, cfg.prediction_seed, generator)
     if skipped:
         return {**row, "skipped": skipped}
     if arm == "predicted":
         row["generator"] = generator_id(generator)
+        row["prediction_seed"] = cfg.prediction_seed
     row["params"] = sum(p.numel() for p in model.parameters())
     torch.manual_seed(seed)  # dropout and the like: the same stream for every arm
     points = train_and_measure(model.to(device), cfg, eval_data, seed, device)

@@ -27,7 +27,8 @@ one with the highest overlap (``overlap_run``). The methods:
   ``averaged`` says how many);
 * ``gaussian``: samples of the diagonal Gaussian fitted to C (per-element mean and
   population std);
-* ``ghn``: the hypernetwork's init (``hyperinit.predict``, seed ``seed + i``);
+* ``ghn``: the hypernetwork's init (``hyperinit.predict`` with seed 0, the prediction it was
+  trained to make; the same parameters for every sample);
 * ``default``: the freshly built module after ``torch.manual_seed(seed + i)``.
 
 Buffers (BatchNorm statistics): checkpoint-derived models take those of their source
@@ -299,7 +300,7 @@ def fresh(arch: str, seed: int, ghn: nn.Module | None = None) -> dict[str, torch
     torch.manual_seed(seed)
     model = build_arch(arch)
     if ghn is not None:
-        hyperinit.predict(model, ghn, seed=seed)
+        hyperinit.predict(model, ghn)
     return {n: p.detach() for n, p in model.named_parameters()}
 
 

@@ -19,7 +19,9 @@ def add_init_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> No
     p.add_argument("--generator", help="generator that predicts the init: shipped name, "
                                        "checkpoint folder or hub:OWNER/NAME@REVISION "
                                        "(default: the first shipped ghn-*)")
-    p.add_argument("--seed", type=int, default=0, help="prediction seed (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="prediction seed (default 0). GHN: 0 is the trained prediction, "
+                        "others are untrained variants; diffusion: the sampling noise")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
                    help="dtype of floating-point tensors (default: the model's)")
     p.add_argument("--max-shard-size", type=int, default=None, metavar="BYTES",
