@@ -44,6 +44,11 @@ class TrainConfig:
     grad_clip: float = 1.0
     reg: float = 3e-5  # weight of the sum of predicted tensors' Frobenius norms (GHN-3)
     init: str | None = None  # start from this generator's weights (folder or shipped name)
+    # ghn: also minimize the loss after this many plain SGD steps (lr lookahead_lr) from the
+    # predicted parameters, differentiated through the steps: trains for inits that *train*
+    # well, not only ones that start well (GradInit's idea; each step costs about 3x)
+    lookahead_steps: int = 0
+    lookahead_lr: float = 0.05  # hyperinit eval's image learning rate
     # generator size; None: the default of hyperinit.GHNConfig / hyperinit.DiffusionConfig
     hidden: int | None = None
     layers: int | None = None
@@ -81,6 +86,11 @@ class TrainConfig:
                      "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lookahead_steps < 0 or self.lookahead_lr <= 0:
+            raise ValueError(f"lookahead_steps must be at least 0 and lookahead_lr above 0, got "
+                             f"{self.lookahead_steps} and {self.lookahead_lr}")
+        if self.lookahead_steps and self.generator != "ghn":
+            raise ValueError("lookahead_steps only applies to generator='ghn'")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -66,6 +66,26 @@ def task_loss(module: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
 
 
+def loss_after_sgd(module: nn.Module, params: dict[str, torch.Tensor],
+                   buffers: dict[str, torch.Tensor], first_loss: torch.Tensor,
+                   batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float) -> torch.Tensor:
+    """The task loss on ``batches[-1]`` after one plain SGD step per batch before it, the
+    first from ``first_loss`` (``params``' loss on the step's own batch).
+
+    The steps keep their graph, so the result is differentiable with respect to ``params``
+    through the steps (second order): its gradient says how to change an init so that it
+    trains better, which the loss at the init alone does not.
+    """
+    loss = first_loss
+    for x, y in batches:
+        tensors = list(params.values())
+        grads = torch.autograd.grad(loss, tensors, create_graph=True, allow_unused=True)
+        params = {k: v if g is None else v - lr * g
+                  for (k, v), g in zip(params.items(), grads, strict=True)}
+        loss = task_loss(module, {**params, **buffers}, x, y)
+    return loss
+
+
 class Trainer:
     """One run of one generator: ``Trainer(cfg).train()``. Rank 0 logs and checkpoints.
 
@@ -305,15 +325,28 @@ class GHNTrainer(Trainer):
         cfg = self.cfg
         archs = [self._arch(s) for s in self.arch_seeds(self.step)]
         x, y = next(self.batches)
+        ahead = [next(self.batches) for _ in range(cfg.lookahead_steps)]
         with self.autocast():
             predicted = self.model([a.graph for a in archs])
-            # Predicted tensors come out of autocast in bf16; parameters are kept fp32 like
-            # any model's (BatchNorm insists), and autocast still runs the math in bf16.
-            losses = [task_loss(a.module, {**_fp32(p), **_fresh(a.buffers)}, x, y)
-                      for a, p in zip(archs, predicted, strict=True)]
+            losses, after = [], []
+            for arch, tensors in zip(archs, predicted, strict=True):
+                # Predicted tensors come out of autocast in bf16; parameters are kept fp32
+                # like any model's (BatchNorm insists), and autocast still runs the math in
+                # bf16.
+                params, buffers = _fp32(tensors), _fresh(arch.buffers)
+                losses.append(task_loss(arch.module, {**params, **buffers}, x, y))
+                if ahead:
+                    after.append(loss_after_sgd(arch.module, params, buffers, losses[-1],
+                                                ahead, cfg.lookahead_lr))
             task = torch.stack(losses).mean()
             norm = sum(t.float().norm() for p in predicted for t in p.values()) / len(archs)
-        return task + cfg.reg * norm, {"task_loss": task.item(), "param_norm": norm.item()}
+        metrics = {"task_loss": task.item(), "param_norm": norm.item()}
+        loss = task + cfg.reg * norm
+        if after:
+            lookahead = torch.stack(after).mean()
+            metrics["lookahead_loss"] = lookahead.item()
+            loss = loss + lookahead
+        return loss, metrics
 
 
 def build_arch(sampler: samplers.Mixed, seed: int, cfg: TrainConfig) -> Arch:
