@@ -125,11 +125,18 @@ def test_loss_after_sgd_is_differentiable_through_the_steps():
     assert after(weight).item() == pytest.approx(task_loss(module, params, *batches[2]).item())
 
 
-def test_lookahead_objective_trains(tmp_path, shared_data):
+def test_lookahead_objective_trains(tmp_path, shared_data, monkeypatch):
     train(tiny_config(tmp_path / "run", steps=2, lookahead_steps=1))
     rows = [json.loads(r) for r in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     assert all(math.isfinite(r["lookahead_loss"]) and r["loss"] > r["task_loss"] for r in rows)
+    # self-attention too (fused attention kernels have no double backward)
+    vit = GHNTrainer(tiny_config(tmp_path / "vit", lookahead_steps=1, arch_pool=300))
+    monkeypatch.setattr(vit, "arch_seeds", lambda step: [5])  # pool seed 5 is ViT-like
+    assert vit._arch(5).name.startswith("vit")
+    loss, metrics = vit.loss()
+    loss.backward()
+    assert math.isfinite(metrics["lookahead_loss"])
 
 
 def test_init_starts_from_a_trained_generator(tmp_path, generator_config):

@@ -10,6 +10,7 @@ checkpoints) and data, gradients are averaged with ``all_reduce``, rank 0 writes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
 import graphs
@@ -326,7 +328,9 @@ class GHNTrainer(Trainer):
         archs = [self._arch(s) for s in self.arch_seeds(self.step)]
         x, y = next(self.batches)
         ahead = [next(self.batches) for _ in range(cfg.lookahead_steps)]
-        with self.autocast():
+        # Fused attention kernels have no double backward: differentiate the plain one.
+        attention = sdpa_kernel(SDPBackend.MATH) if ahead else contextlib.nullcontext()
+        with self.autocast(), attention:
             predicted = self.model([a.graph for a in archs])
             losses, after = [], []
             for arch, tensors in zip(archs, predicted, strict=True):
