@@ -17,6 +17,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,20 @@ def loss_after_sgd(module: nn.Module, params: dict[str, torch.Tensor],
                   for (k, v), g in zip(params.items(), grads, strict=True)}
         loss = task_loss(module, {**params, **buffers}, x, y)
     return loss
+
+
+@contextlib.contextmanager
+def twice_differentiable() -> Iterator[None]:
+    """Run the ops that PyTorch cannot differentiate twice in forms it can: attention with the
+    plain (math) kernel, ``hardsigmoid`` as ``relu6(x + 3) / 6`` (MobileNet's squeeze-excite).
+    Same values; needed by :func:`loss_after_sgd`."""
+    hardsigmoid = F.hardsigmoid
+    F.hardsigmoid = lambda x, inplace=False: F.relu6(x + 3) / 6
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        F.hardsigmoid = hardsigmoid
 
 
 class Trainer:
@@ -328,9 +343,7 @@ class GHNTrainer(Trainer):
         archs = [self._arch(s) for s in self.arch_seeds(self.step)]
         x, y = next(self.batches)
         ahead = [next(self.batches) for _ in range(cfg.lookahead_steps)]
-        # Fused attention kernels have no double backward: differentiate the plain one.
-        attention = sdpa_kernel(SDPBackend.MATH) if ahead else contextlib.nullcontext()
-        with self.autocast(), attention:
+        with self.autocast(), twice_differentiable() if ahead else contextlib.nullcontext():
             predicted = self.model([a.graph for a in archs])
             losses, after = [], []
             for arch, tensors in zip(archs, predicted, strict=True):
