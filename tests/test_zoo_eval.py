@@ -185,6 +185,11 @@ def test_resume(run, tmp_path):
     with pytest.raises(ValueError, match="other seed, diffusion_steps"):
         evaluate_zoo(ZooEvalConfig(**{**cfg.to_dict(), "out": str(out), "seed": 1,
                                       "diffusion_steps": 3}))
+    config = json.loads((out / "config.json").read_text())
+    assert config["ghn_models"] == "one prediction"
+    (out / "config.json").write_text(json.dumps({**config, "ghn_models": None}))  # older rows
+    with pytest.raises(ValueError, match="other ghn_models"):
+        evaluate_zoo(ZooEvalConfig(**{**cfg.to_dict(), "out": str(out)}))
 
 
 def test_bad_inputs(setup, tmp_path):

@@ -86,9 +86,12 @@ METHODS = ("diffusion", "checkpoint", "noise-0.06", "noise-0.12", "mean-16", "ga
            "default")
 NOISE = {"noise-0.06": 0.06, "noise-0.12": 0.12}  # relative std of the added noise
 MEAN_OF = 16  # checkpoints per mean-16 model
-# Options that change the numbers of a row: a resumed run must keep them.
-ROW_OPTIONS = ("generator", "zoo", "step", "seed", "ghn", "diffusion_steps", "data", "ks",
-               "train_samples", "test_samples", "batch_size", "lr", "weight_decay", "amp")
+# Options that change the numbers of a row: a resumed run must keep them. ``ghn_models``
+# names how the ghn method makes its models (earlier rows used a prediction seed per model).
+GHN_MODELS = "one prediction"
+ROW_OPTIONS = ("generator", "zoo", "step", "seed", "ghn", "ghn_models", "diffusion_steps",
+               "data", "ks", "train_samples", "test_samples", "batch_size", "lr",
+               "weight_decay", "amp")
 
 
 @dataclass
@@ -400,7 +403,7 @@ def evaluate_zoo(cfg: ZooEvalConfig) -> list[dict[str, Any]]:
     device = _device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    check_resumable(cfg.to_dict(), out, ROW_OPTIONS)
+    check_resumable({**cfg.to_dict(), "ghn_models": GHN_MODELS}, out, ROW_OPTIONS)
     done = load_rows(out / RESULTS, ("arch", "method", "sample"))
     jobs = [(arch, method, i) for arch, entries in selected.items() for method in cfg.methods
             for i in range(sample_count(method, len(entries), cfg.samples))]
