@@ -72,8 +72,9 @@ def task_loss(module: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor
 def loss_after_sgd(module: nn.Module, params: dict[str, torch.Tensor],
                    buffers: dict[str, torch.Tensor], first_loss: torch.Tensor,
                    batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float) -> torch.Tensor:
-    """The task loss on ``batches[-1]`` after one plain SGD step per batch before it, the
-    first from ``first_loss`` (``params``' loss on the step's own batch).
+    """The task loss on ``batches[-1]`` after ``len(batches)`` plain SGD steps from ``params``:
+    the first on ``first_loss`` (their loss on the step's own batch), each next one on the
+    loss of the batch before.
 
     The steps keep their graph, so the result is differentiable with respect to ``params``
     through the steps (second order): its gradient says how to change an init so that it
