@@ -54,15 +54,13 @@ def fan_in(shape: tuple[int, ...]) -> int:
 
 
 class IndexFeatures(nn.Module):
-    """Random Fourier features of integer positions: ``sin/cos(i * w_k + b_k + phase)``.
+    """Random Fourier features of integer positions: ``sin/cos(i * w_k + b_k)``.
 
     Frequencies are spread over ``(0, pi]`` (fixed seed), so features of different
     indices are nearly orthogonal: rows of a predicted matrix are decorrelated like those
     of a random init (slow, smooth features alone would make every row alike and a layer
     would sum its inputs coherently), and no two rows repeat with a period that divides
-    the tensor. The ``phase`` (one per tensor, from the prediction seed) gives different
-    but equally distributed tensors for different seeds (see ``GraphHyperNetwork.iter_tensors``
-    for what that costs).
+    the tensor.
     """
 
     def __init__(self, features: int) -> None:
@@ -73,14 +71,14 @@ class IndexFeatures(nn.Module):
         self.register_buffer("shifts", 2 * math.pi * torch.rand(k, generator=g))
         self._cache: dict[tuple, torch.Tensor] = {}  # features depend on fixed buffers only
 
-    def forward(self, n: int, offset: torch.Tensor) -> torch.Tensor:
-        # Many tensors share a width (and, for one seed, an offset): compute each once.
-        key = (n, float(offset), self.freqs.device)
+    def forward(self, n: int) -> torch.Tensor:
+        # Many tensors share a width: compute each once.
+        key = (n, self.freqs.device)
         if key not in self._cache:
             if len(self._cache) >= 256:
                 self._cache.clear()
             i = torch.arange(n, device=self.freqs.device, dtype=torch.float32)[:, None]
-            angle = (i + offset) * self.freqs + self.shifts
+            angle = i * self.freqs + self.shifts
             self._cache[key] = torch.cat([angle.sin(), angle.cos()], dim=1) / math.sqrt(
                 self.freqs.numel())
         return self._cache[key]
@@ -125,18 +123,18 @@ class LowRankDecoder(nn.Module):
         return uv, self.vector(hidden), self.gain(hidden)[:, 0]
 
     def tensor(self, uv: torch.Tensor, vector: torch.Tensor, log_gain: torch.Tensor, role: str,
-               shape: tuple[int, ...], offset: torch.Tensor) -> torch.Tensor:
+               shape: tuple[int, ...]) -> torch.Tensor:
         """Build and scale one tensor from its row of :meth:`heads`."""
         view = matrix_shape(shape)
         if len(view) == 2:
-            a = self.phi(view[0], offset[0]) @ uv[0]
-            b = self.phi(view[1], offset[1]) @ uv[1]
+            a = self.phi(view[0]) @ uv[0]
+            b = self.phi(view[1]) @ uv[1]
             if role not in BOUNDED_ROLES:
                 return from_matrix(normalized_product(a, b, target_std(role, shape, log_gain)),
                                    shape)
             raw = from_matrix(a @ b.T, shape)
         elif len(view) == 1:
-            raw = (self.phi(view[0], offset[0]) @ vector[:-1]).reshape(shape)
+            raw = (self.phi(view[0]) @ vector[:-1]).reshape(shape)
         else:
             raw = vector[-1].reshape(shape)
         return scale(raw, role, shape, log_gain)

@@ -22,6 +22,10 @@ class GHNConfig:
 
     ``rank`` is the rank of every predicted matrix; ``features`` the number of Fourier
     features of row/column indices the low-rank factors are built from.
+
+    ``noise`` is not part of the network: it is the default of ``hyperinit.predict``'s
+    ``noise`` for this generator (the fraction of each weight's variance drawn at random),
+    chosen per checkpoint on training-pool architectures and written to its config.json.
     """
 
     hidden: int = 64
@@ -29,6 +33,7 @@ class GHNConfig:
     heads: int = 8
     rank: int = 32
     features: int = 64
+    noise: float = 0.0
 
 
 class GraphHyperNetwork(nn.Module, PyTorchModelHubMixin, library_name="hyperinit",
@@ -55,14 +60,12 @@ class GraphHyperNetwork(nn.Module, PyTorchModelHubMixin, library_name="hyperinit
         batch = Batch.from_data_list([g.to_data() for g in graphs]).to(device)
         return list(self.encoder(batch).split([g.num_nodes for g in graphs]))
 
-    def iter_tensors(self, graph: ArchGraph, seed: int = 0, node_emb: torch.Tensor | None = None,
+    def iter_tensors(self, graph: ArchGraph, node_emb: torch.Tensor | None = None,
                      ) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield ``(name, tensor)`` for every parameter of ``graph``, in graph order.
 
-        The seed sets each tensor's index-feature phase: the same seed gives the same bytes.
-        Training uses seed 0 only, so another seed gives tensors with the same statistics
-        whose layers were never trained to work together (the index features of a hidden
-        unit no longer match between the tensors that share it).
+        The prediction is deterministic: randomness (``hyperinit.predict``'s ``seed`` and
+        ``noise``) is added by the caller.
         """
         if node_emb is None:
             (node_emb,) = self.embed([graph])
@@ -70,16 +73,14 @@ class GraphHyperNetwork(nn.Module, PyTorchModelHubMixin, library_name="hyperinit
         hidden = self.decoder.hidden(node_emb[[p.node for p in params]], [p.role for p in params],
                                      [p.shape for p in params])
         uv, vector, log_gain = self.decoder.heads(hidden)
-        offsets = phase_offsets(seed, len(params)).to(hidden.device)
         for i, p in enumerate(params):
-            yield p.name, self.decoder.tensor(uv[i], vector[i], log_gain[i], p.role, p.shape,
-                                              offsets[i])
+            yield p.name, self.decoder.tensor(uv[i], vector[i], log_gain[i], p.role, p.shape)
 
-    def forward(self, graphs: list[ArchGraph], seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    def forward(self, graphs: list[ArchGraph]) -> list[dict[str, torch.Tensor]]:
         """Predicted parameters of each graph (tied names map to the same tensor)."""
         out = []
         for graph, emb in zip(graphs, self.embed(graphs), strict=True):
-            tensors = dict(self.iter_tensors(graph, seed, emb))
+            tensors = dict(self.iter_tensors(graph, emb))
             for p in graph.params:
                 tensors.update(dict.fromkeys(p.tied, tensors[p.name]))
             out.append(tensors)
@@ -98,10 +99,3 @@ class GraphHyperNetwork(nn.Module, PyTorchModelHubMixin, library_name="hyperinit
         load_weights_strictly(model, path, model_id, map_location)
         return model
 
-
-def phase_offsets(seed: int, n: int) -> torch.Tensor:
-    """Per-tensor (row, column) phase offsets for a prediction seed; seed 0 gives zeros."""
-    if seed == 0:
-        return torch.zeros(n, 2)
-    g = torch.Generator().manual_seed(int(seed))
-    return torch.randint(0, 100_000, (n, 2), generator=g).float()

@@ -7,8 +7,8 @@ Two kinds of model repos:
   one; ``hyperinit.load_generator("hub:OWNER/NAME@REVISION")`` loads it;
 * an **init** repo: predicted parameters as ``model.safetensors`` (or shards plus
   ``model.safetensors.index.json``), a ``config.json`` whose ``hyperinit`` section names the
-  architecture, generator and seed (plus, for ``hf:`` specs, the full ``transformers`` config),
-  and a model card. :func:`push_init` publishes one, :func:`pull_init` downloads it and
+  architecture, generator, seed and noise (plus, for ``hf:`` specs, the full ``transformers``
+  config), and a model card. :func:`push_init` publishes one, :func:`pull_init` downloads it and
   :func:`from_hub` loads it into a model.
 
 A revision is a branch, a tag or a commit sha (default ``main``); pushes go to a branch,
@@ -109,7 +109,8 @@ def _parse_ref(ref: str) -> tuple[str, str | None]:
 
 # ----- inits ----------------------------------------------------------------------------
 def push_init(arch: Arch, repo_id: str, generator: Generator = None, *, seed: int = 0,
-              num_classes: int | None = None, dtype: str | torch.dtype | None = None,
+              noise: float | None = None, num_classes: int | None = None,
+              dtype: str | torch.dtype | None = None,
               revision: str | None = None, token: str | None = None,
               private: bool | None = None, commit_message: str | None = None,
               max_shard_size: int = DEFAULT_MAX_SHARD_SIZE, **kwargs: Any) -> CommitInfo:
@@ -126,8 +127,9 @@ def push_init(arch: Arch, repo_id: str, generator: Generator = None, *, seed: in
         repo_id = _prepare_repo(api, repo_id, revision, private)  # fail on auth before work
     with tempfile.TemporaryDirectory(prefix="hyperinit-push-") as tmp:
         folder = Path(tmp) / "init"
-        files = save_init(arch, folder, generator, seed=seed, num_classes=num_classes,
-                          dtype=dtype, max_shard_size=max_shard_size, **kwargs)
+        files = save_init(arch, folder, generator, seed=seed, noise=noise,
+                          num_classes=num_classes, dtype=dtype,
+                          max_shard_size=max_shard_size, **kwargs)
         with safe_open(files[0], "pt") as f:
             metadata = f.metadata()
         info = {
@@ -135,6 +137,7 @@ def push_init(arch: Arch, repo_id: str, generator: Generator = None, *, seed: in
             "arch_hash": metadata["hyperinit.arch_hash"],
             "generator": metadata["hyperinit.generator"],
             "seed": seed,
+            "noise": float(metadata["hyperinit.noise"]),
             "dtype": str(_dtype(dtype)).removeprefix("torch.") if dtype is not None else None,
             "version": metadata["hyperinit.version"],
         }
@@ -233,6 +236,7 @@ not a trained model.
 | arch hash | `{info['arch_hash']}` |
 | generator | `{info['generator']}` |
 | seed | {info['seed']} |
+| noise | {info['noise']} |
 | dtype | {info['dtype'] or "the model's"} |
 | revision | `{rev}` |
 

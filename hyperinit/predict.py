@@ -30,6 +30,7 @@ CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 UNTRAINED = "untrained"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
+NOISY_ROLES = ("weight", "embedding", "pos_embedding")  # what ``noise`` applies to
 
 Arch = str | dict | ArchSpec | nn.Module
 Generator = str | os.PathLike | nn.Module | None  # a GraphHyperNetwork or WeightDiffusion
@@ -153,8 +154,43 @@ def _buffers(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
         yield name, value.detach()
 
 
+def resolve_noise(generator: nn.Module, noise: float | None) -> float:
+    """The ``noise`` a prediction uses: ``noise`` itself, else the generator's default.
+
+    A GHN's default is its config's ``noise`` (0 unless its card says otherwise); a diffusion
+    generator's is 0, as its samples are random already.
+    """
+    if noise is None:
+        noise = generator.config.noise if isinstance(generator, GraphHyperNetwork) else 0.0
+    if not 0.0 <= noise <= 1.0:
+        raise ValueError(f"noise must be between 0 and 1 (the fraction of each weight's "
+                         f"variance drawn at random), got {noise!r}")
+    return float(noise)
+
+
+def _tensors(generator: nn.Module, graph: ArchGraph, seed: int,
+             noise: float) -> Iterator[tuple[str, torch.Tensor]]:
+    """The generator's tensors, in graph order, with ``noise`` of each weight's variance
+    replaced by Gaussian noise: ``sqrt(1 - noise) * w + sqrt(noise) * std(w) * eps``.
+
+    A GHN's prediction is deterministic, so for a GHN the seed only draws ``eps``; a
+    diffusion generator's seed also fixes its sampling.
+    """
+    if isinstance(generator, GraphHyperNetwork):
+        stream = generator.iter_tensors(graph)
+    else:
+        stream = generator.iter_tensors(graph, seed)
+    roles = {p.name: p.role for p in graph.params}
+    rng = torch.Generator().manual_seed(int(seed))
+    for name, tensor in stream:
+        if noise and roles[name] in NOISY_ROLES and tensor.numel() > 1:
+            eps = torch.randn(tensor.shape, generator=rng).to(tensor.device, tensor.dtype)
+            tensor = (1 - noise) ** 0.5 * tensor + noise ** 0.5 * tensor.std() * eps
+        yield name, tensor
+
+
 @torch.no_grad()
-def _stream(target: _Target, generator: GraphHyperNetwork, seed: int,
+def _stream(target: _Target, generator: GraphHyperNetwork, seed: int, noise: float,
             dtype: torch.dtype | None) -> tuple[list[TensorInfo], Iterator]:
     """Header infos and a lazy stream of every state-dict entry (params, aliases, buffers)."""
     infos = []
@@ -168,7 +204,7 @@ def _stream(target: _Target, generator: GraphHyperNetwork, seed: int,
     aliases = {p.name: p.tied for p in target.graph.params}
 
     def raw():
-        for name, tensor in generator.iter_tensors(target.graph, seed):
+        for name, tensor in _tensors(generator, target.graph, seed, noise):
             yield name, tensor
             for alias in aliases[name]:
                 yield alias, tensor
@@ -182,23 +218,29 @@ def _stream(target: _Target, generator: GraphHyperNetwork, seed: int,
 
 
 def predict_state_dict(arch: Arch, generator: Generator = None, *, seed: int = 0,
-                       num_classes: int | None = None, dtype: str | torch.dtype | None = None,
+                       noise: float | None = None, num_classes: int | None = None,
+                       dtype: str | torch.dtype | None = None,
                        **kwargs: Any) -> dict[str, torch.Tensor]:
     """Predicted parameters and reset buffers: exactly the keys of ``model.state_dict()``.
 
     Args:
         arch: a spec (``"torchvision:resnet50"``, ``"hf:gpt2"``, a dict) or an ``nn.Module``.
         generator: shipped generator name, checkpoint directory, or a loaded generator.
-        seed: a seed gives fixed bytes. For a diffusion generator it seeds the sampling
-            noise. For a GHN, 0 is the prediction it was trained to make; another seed shifts
-            each tensor's index features, a variant with the same statistics whose layers
-            were never trained to work together (zero-shot at chance for the shipped GHNs).
+        seed: a seed gives fixed bytes; other seeds give other, equally good inits. It draws
+            the ``noise`` (a GHN's prediction itself is deterministic) and, for a diffusion
+            generator, the sampling noise.
+        noise: the fraction of the variance of each weight and embedding that is replaced
+            by Gaussian noise (0: the prediction itself). Predicted weights lack the
+            diversity gradient descent needs to move far from them (Knyazev, 2022); some
+            noise keeps most of what the prediction knows and trains better. Default: the
+            generator's own (its card says how it was chosen).
         num_classes: classifier size; other keyword arguments go to the model constructor
             or the ``transformers`` config.
         dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``; default: the model's dtype.
     """
     target = _target(arch, num_classes, kwargs)
-    _, stream = _stream(target, load_generator(generator), seed, _dtype(dtype))
+    ghn = load_generator(generator)
+    _, stream = _stream(target, ghn, seed, resolve_noise(ghn, noise), _dtype(dtype))
     state = OrderedDict(stream)
     # Module versions, as in model.state_dict(): some modules (MNASNet) refuse to load without.
     state._metadata = target.module.state_dict()._metadata
@@ -206,19 +248,21 @@ def predict_state_dict(arch: Arch, generator: Generator = None, *, seed: int = 0
 
 
 def predict(arch: Arch, generator: Generator = None, *, seed: int = 0,
-            num_classes: int | None = None, calibration: Any = None, **kwargs: Any) -> nn.Module:
+            noise: float | None = None, num_classes: int | None = None,
+            calibration: Any = None, **kwargs: Any) -> nn.Module:
     """A model whose parameters come from the generator, ready to train.
 
     A module built on ``meta`` is materialized on CPU; a real module is filled in place.
     Tied parameters stay tied. BatchNorm statistics are reset, or, if ``calibration``
-    (an iterable of input batches) is given, re-estimated on those batches.
+    (an iterable of input batches) is given, re-estimated on those batches. ``seed`` and
+    ``noise`` are those of :func:`predict_state_dict`.
     """
     target = _target(arch, num_classes, kwargs)
     model = target.module
     ghn = load_generator(generator)
     aliases = {p.name: p.tied for p in target.graph.params}
     with torch.no_grad():
-        for name, tensor in ghn.iter_tensors(target.graph, seed):
+        for name, tensor in _tensors(ghn, target.graph, seed, resolve_noise(ghn, noise)):
             old = model.get_parameter(name)
             if old.device.type == "meta":
                 new = nn.Parameter(tensor.to(old.dtype), requires_grad=old.requires_grad)
@@ -257,7 +301,8 @@ def calibrate_batchnorm(model: nn.Module, batches: Any) -> nn.Module:
     return model
 
 
-def metadata(target: _Target, generator: GraphHyperNetwork, seed: int) -> dict[str, str]:
+def metadata(target: _Target, generator: GraphHyperNetwork, seed: int,
+             noise: float) -> dict[str, str]:
     """The safetensors metadata of ARCHITECTURE.md's conventions."""
     return {
         "format": "pt",
@@ -266,11 +311,12 @@ def metadata(target: _Target, generator: GraphHyperNetwork, seed: int) -> dict[s
         "hyperinit.arch": target.spec.to_json(),
         "hyperinit.arch_hash": target.graph.arch_hash,
         "hyperinit.seed": str(seed),
+        "hyperinit.noise": str(noise),
     }
 
 
 def save_init(arch: Arch, path: str | os.PathLike, generator: Generator = None, *,
-              seed: int = 0, num_classes: int | None = None,
+              seed: int = 0, noise: float | None = None, num_classes: int | None = None,
               dtype: str | torch.dtype | None = None,
               max_shard_size: int = DEFAULT_MAX_SHARD_SIZE, **kwargs: Any) -> list[Path]:
     """Predict an init and stream it to safetensors; returns the files written.
@@ -279,10 +325,12 @@ def save_init(arch: Arch, path: str | os.PathLike, generator: Generator = None, 
     gets ``model.safetensors`` or, above ``max_shard_size`` bytes, shards and
     ``model.safetensors.index.json``. Tensors are written as they are predicted, so peak
     memory is about the largest tensor, not the model. Nothing is left behind on failure.
+    ``seed`` and ``noise`` are those of :func:`predict_state_dict`.
     """
     path = Path(path)
     check_writable(path.parent)  # fail before doing any work
     target = _target(arch, num_classes, kwargs)
     ghn = load_generator(generator)
-    infos, stream = _stream(target, ghn, seed, _dtype(dtype))
-    return write_state(path, infos, stream, metadata(target, ghn, seed), max_shard_size)
+    noise = resolve_noise(ghn, noise)
+    infos, stream = _stream(target, ghn, seed, noise, _dtype(dtype))
+    return write_state(path, infos, stream, metadata(target, ghn, seed, noise), max_shard_size)

@@ -45,7 +45,8 @@ def _header_doc(description: str) -> dict[str, Any]:
 
 
 _INIT_OK = {
-    "description": "The init as a safetensors file (metadata: generator, arch, arch_hash, seed).",
+    "description": "The init as a safetensors file "
+                   "(metadata: generator, arch, arch_hash, seed, noise).",
     "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     "headers": {
         "ETag": _header_doc("sha256 of the bytes, quoted; send it as If-None-Match."),
@@ -173,9 +174,9 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
     })
     async def create_init(request: InitRequest,
                           if_none_match: IfNoneMatch = None) -> Response:
-        """The init of `arch`, predicted by `generator` with `seed`.
+        """The init of `arch`, predicted by `generator` with `seed` and `noise`.
 
-        Identical requests (same architecture, options, generator, seed and dtype) get the
+        Identical requests (same architecture, options, generator, seed, noise and dtype) get the
         same bytes: from the disk cache if generated before, or by joining a generation in
         progress.
         """

@@ -7,11 +7,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Dtype = Literal["float32", "float16", "bfloat16"]
-REQUEST_FIELDS = ("arch", "num_classes", "seed", "generator", "dtype", "config")
+REQUEST_FIELDS = ("arch", "num_classes", "seed", "noise", "generator", "dtype", "config")
 
 
 class InitRequest(BaseModel):
-    """What to generate: an architecture, and how (generator, seed, dtype)."""
+    """What to generate: an architecture, and how (generator, seed, noise, dtype)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"arch": "torchvision:resnet18", "num_classes": 10, "seed": 0},
@@ -33,9 +33,13 @@ class InitRequest(BaseModel):
         description="Classifier size (`num_labels` for transformers); default: the model's own.")
     seed: int = Field(
         default=0, ge=0, le=2**53 - 1,  # the largest integer every JSON client holds exactly
-        description="A seed gives fixed bytes. GHN: 0 is the trained prediction, another seed "
-                    "an untrained variant with the same statistics; diffusion: the sampling "
-                    "noise.")
+        description="A seed gives fixed bytes; other seeds give other, equally good inits. It "
+                    "draws the `noise` and, for a diffusion generator, the sampling noise.")
+    noise: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Fraction of each weight's variance replaced by Gaussian noise (0: the "
+                    "prediction itself); default: the generator's own, as in "
+                    "`hyperinit.predict`.")
     generator: str | None = Field(
         default=None, min_length=1, max_length=200,
         description="A generator name from `GET /v1/generators`; default: the server's default.")

@@ -34,6 +34,7 @@ import graphs
 import hyperinit
 from graphs import ArchSpec, GraphBuildError, UnknownArchitectureError
 from graphs.specs import HF_SIZES
+from hyperinit.predict import resolve_noise
 
 from .cache import InitCache, request_key
 from .config import ServeConfig
@@ -60,6 +61,7 @@ class InitJob:
     spec: ArchSpec
     generator: LoadedGenerator
     seed: int
+    noise: float
     dtype: str | None
     key: str
 
@@ -228,10 +230,11 @@ class InitService:
         """Resolve a request (cheap: names and configs only, no model is built)."""
         generator = self.generators.get(request.generator)
         spec = resolve_arch(request)
+        noise = resolve_noise(generator.model, request.noise)
         key = request_key({"arch": spec.canonical(), "generator": generator.id,
-                           "seed": request.seed, "dtype": request.dtype,
+                           "seed": request.seed, "noise": noise, "dtype": request.dtype,
                            "hyperinit": hyperinit.__version__})
-        return InitJob(spec, generator, request.seed, request.dtype, key)
+        return InitJob(spec, generator, request.seed, noise, request.dtype, key)
 
     async def serve(self, job: InitJob) -> Served:
         """The init for ``job``: from cache, from a generation in progress, or generated."""
@@ -308,7 +311,7 @@ class InitService:
             path = self.cache.temp_path()
             start = time.perf_counter()
             hyperinit.save_init(job.spec, path, job.generator.model, seed=job.seed,
-                                dtype=job.dtype)
+                                noise=job.noise, dtype=job.dtype)
             self.metrics.observe_generation(time.perf_counter() - start)
             return self.cache.put(job.key, path)
         except ServiceError:

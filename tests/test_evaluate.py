@@ -64,7 +64,7 @@ def test_rows_and_reports(image_run):
         for point in row["at"].values():
             assert 0 <= point["accuracy"] <= 1 and math.isfinite(point["loss"])
         assert (row.get("generator") == "untrained@seed0") == (row["arm"] == "predicted")
-        assert (row.get("prediction_seed") == 0) == (row["arm"] == "predicted")
+        assert (row.get("noise") == 0.0) == (row["arm"] == "predicted")  # untrained: 0
     table = (out / "table.md").read_text()
     for column in ("predicted k=0", "default k=3", "orthogonal k=3", "mimetic k=0"):
         assert column in table
@@ -122,24 +122,34 @@ def test_resume_runs_only_missing_rows(image_run, shared_data, tmp_path, monkeyp
     assert len(json.loads((out / "results.json").read_text())) == len(rows)
     with pytest.raises(ValueError, match="other ks"):  # other options: refuse to mix rows
         ev.evaluate(tiny_config(shared_data, out, ks=(0, 5)))
-    with pytest.raises(ValueError, match="other prediction_seed"):
-        ev.evaluate(tiny_config(shared_data, out, prediction_seed=1))
+    with pytest.raises(ValueError, match="other noise"):
+        ev.evaluate(tiny_config(shared_data, out, noise=0.25))
+    config_json = out / "config.json"  # a folder from before noise existed: refused too
+    config_json.write_text(json.dumps({k: v for k, v in json.loads(config_json.read_text())
+                                       .items() if k != "noise"}))
+    with pytest.raises(ValueError, match="other noise"):
+        ev.evaluate(tiny_config(shared_data, out))
 
 
-def test_predicted_arm_is_one_init_for_every_run_seed():
-    """Run seeds vary the build and the batches; the prediction is ``prediction_seed``'s."""
+def test_predicted_arm_is_hyperinit_predict_with_the_run_seed():
+    """The predicted arm is what a user gets from ``hyperinit.predict(seed=run seed)``: with
+    noise, each run seed has its own draw; without, the same prediction."""
     entry = {e.name: e for e in held_out("image")}["vgg-1000001"]
     generator = hyperinit.load_generator("untrained")
 
-    def predicted(seed: int, prediction_seed: int) -> dict[str, torch.Tensor]:
+    def predicted(seed: int, noise: float) -> dict[str, torch.Tensor]:
         torch.manual_seed(seed)
         model = entry.build()
-        assert ev.init_(model, "predicted", prediction_seed, generator) is None
+        assert ev.init_(model, "predicted", seed, noise, generator) is None
         return model.state_dict()
 
-    first, other_run, other_prediction = predicted(0, 0), predicted(1, 0), predicted(1, 1)
-    assert all(torch.equal(first[k], other_run[k]) for k in first)
-    assert not all(torch.equal(first[k], other_prediction[k]) for k in first)
+    def same(a: dict, b: dict) -> bool:
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    assert same(predicted(0, 0.0), predicted(1, 0.0))
+    assert not same(predicted(0, 0.5), predicted(1, 0.5))
+    user = hyperinit.predict_state_dict(entry.build(), generator, seed=1, noise=0.5)
+    assert all(torch.allclose(v, user[k], atol=1e-6) for k, v in predicted(1, 0.5).items())
 
 
 def test_batchnorm_statistics_are_calibrated_at_k0_on_a_copy():
@@ -171,12 +181,12 @@ def test_mimetic_init():
         return values
 
     assert all(abs(v) < 0.1 for v in qk_alignment(vit))
-    assert ev.init_(vit, "mimetic", 0, None) is None
+    assert ev.init_(vit, "mimetic", 0, None, None) is None
     assert len(qk_alignment(vit)) == 3 and all(v > 0.5 for v in qk_alignment(vit))
     for qkv, proj, _ in ev.attention_layers(vit):  # W_v W_proj: negatively aligned with I
         d = proj.shape[0]
         assert torch.trace(qkv[2 * d:].T @ proj.T) < 0
-    assert ev.init_(entries["vgg-1000001"].build(), "mimetic", 0, None) == (
+    assert ev.init_(entries["vgg-1000001"].build(), "mimetic", 0, None, None) == (
         "no self-attention layers")
 
 

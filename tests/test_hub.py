@@ -69,27 +69,28 @@ def test_generator_round_trip_by_branch_tag_and_commit(hub_server: LocalHub) -> 
 
     graph = graphs.build(graphs.resolve(RESNET, num_classes=10))
     with torch.no_grad():
-        assert _equal(dict(loaded.iter_tensors(graph, seed=1)),
-                      dict(second.iter_tensors(graph, seed=1)))
+        assert _equal(dict(loaded.iter_tensors(graph)),
+                      dict(second.iter_tensors(graph)))
 
 
 def test_init_round_trip_single_file(hub_server: LocalHub, tmp_path: Path) -> None:
     """Predicted by a Hub generator, pushed, pulled and loaded: the same bytes throughout."""
     ghn = hub.push_generator(_tiny_generator(0), "user/ghn")
     generator = f"hub:user/ghn@{ghn.oid}"
-    info = hub.push_init(RESNET, "user/resnet18-init", generator, seed=3, num_classes=10)
+    info = hub.push_init(RESNET, "user/resnet18-init", generator, seed=3, noise=0.2,
+                         num_classes=10)
     assert info.commit_url.startswith(hub_server.url)
     assert set(hub_server.api.list_repo_files("user/resnet18-init")) == {
         ".gitattributes", "README.md", "config.json", "model.safetensors"}
 
     local = hyperinit.save_init(RESNET, tmp_path / "local.safetensors", generator, seed=3,
-                                num_classes=10)[0]
+                                noise=0.2, num_classes=10)[0]
     pulled = hyperinit.pull_init("user/resnet18-init", out=tmp_path / "pulled")
     assert (pulled / "model.safetensors").read_bytes() == local.read_bytes()
     config = json.loads((pulled / "config.json").read_text())["hyperinit"]
     assert config["arch"] == {"source": "torchvision", "name": "resnet18",
                               "kwargs": {"num_classes": 10}}
-    assert (config["generator"], config["seed"]) == (generator, 3)
+    assert (config["generator"], config["seed"], config["noise"]) == (generator, 3, 0.2)
     assert config["arch_hash"] == graphs.build(graphs.resolve(config["arch"])).arch_hash
     card = (pulled / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: hyperinit\n") and config["arch_hash"] in card

@@ -143,14 +143,56 @@ def test_output_statistics_follow_the_layer(ghn):
     assert torch.equal(state["bn1.running_var"], torch.ones(64))
 
 
-def test_same_seed_same_bytes_other_seed_other_tensor(tmp_path, ghn):
-    paths = [tmp_path / f"{i}.safetensors" for i in range(3)]
-    for path, seed in zip(paths, (7, 7, 8), strict=True):
-        hyperinit.save_init("torchvision:resnet18", path, ghn, seed=seed, num_classes=10)
+def test_same_seed_same_bytes_other_seed_other_noise(tmp_path, ghn):
+    """A seed gives fixed bytes; it draws the noise only, so with none every seed agrees."""
+    paths = [tmp_path / f"{i}.safetensors" for i in range(4)]
+    for path, seed, noise in zip(paths, (7, 7, 8, 8), (0.3, 0.3, 0.3, 0.0), strict=True):
+        hyperinit.save_init("torchvision:resnet18", path, ghn, seed=seed, noise=noise,
+                            num_classes=10)
     assert paths[0].read_bytes() == paths[1].read_bytes()
     a, c = load_file(paths[0]), load_file(paths[2])
     assert not torch.equal(a["conv1.weight"], c["conv1.weight"])
     assert abs(a["conv1.weight"].std() / c["conv1.weight"].std() - 1) < 0.05
+    plain = hyperinit.predict_state_dict("torchvision:resnet18", ghn, seed=0, noise=0,
+                                         num_classes=10)
+    assert all(torch.equal(v, plain[k]) for k, v in load_file(paths[3]).items())
+
+
+def test_noise_replaces_a_fraction_of_each_weights_variance(ghn):
+    """sqrt(1 - f) * w + sqrt(f) * std(w) * eps: same std, correlation sqrt(1 - f) with w;
+    biases and norm parameters are the prediction's."""
+    plain, noisy = (hyperinit.predict_state_dict("torchvision:resnet18", ghn, noise=f,
+                                                 num_classes=10) for f in (0.0, 0.36))
+    for name in ("conv1.weight", "layer3.0.conv2.weight", "fc.weight"):
+        w, v = plain[name].flatten(), noisy[name].flatten()
+        assert abs(v.std() / w.std() - 1) < 0.05, name
+        assert abs(torch.corrcoef(torch.stack([w, v]))[0, 1] - 0.8) < 0.05, name
+    for name in ("bn1.weight", "bn1.bias", "fc.bias"):
+        assert torch.equal(plain[name], noisy[name]), name
+
+
+def test_noise_defaults_to_the_generators_and_is_recorded(tmp_path):
+    torch.manual_seed(0)
+    ghn = hyperinit.GraphHyperNetwork({**TINY.__dict__, "noise": 0.5}).eval()
+    ghn.save_pretrained(tmp_path / "gen")
+    loaded = hyperinit.load_generator(tmp_path / "gen")
+    assert loaded.config.noise == 0.5  # written to and read from config.json
+    default, explicit = (hyperinit.predict_state_dict("torchvision:resnet18", loaded,
+                                                      num_classes=10, **kw)
+                         for kw in ({}, {"noise": 0.5}))
+    assert all(torch.equal(v, explicit[k]) for k, v in default.items())
+    [path] = hyperinit.save_init("torchvision:resnet18", tmp_path / "i.safetensors", loaded,
+                                 noise=0.25, num_classes=10)
+    with safe_open(path, "pt") as f:
+        assert f.metadata()["hyperinit.noise"] == "0.25"
+
+
+@pytest.mark.parametrize("noise", [-0.1, 1.5])
+def test_noise_outside_zero_to_one_is_refused(tmp_path, ghn, noise):
+    with pytest.raises(ValueError, match="noise must be between 0 and 1"):
+        hyperinit.save_init("torchvision:resnet18", tmp_path / "i.safetensors", ghn,
+                            noise=noise, num_classes=10)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_save_load_round_trip_and_metadata(tmp_path, ghn):
@@ -345,11 +387,18 @@ def test_cli_predict_reports(tmp_path, capsys, ghn):
     ghn.save_pretrained(tmp_path / "gen")
     out = tmp_path / "r.safetensors"
     code = main(["predict", "torchvision:resnet18", "--num-classes", "10", "--out", str(out),
-                 "--generator", str(tmp_path / "gen"), "--seed", "2", "--dtype", "float16"])
+                 "--generator", str(tmp_path / "gen"), "--seed", "2", "--noise", "0.3",
+                 "--dtype", "float16"])
     captured = capsys.readouterr()
     assert code == 0 and out.is_file()
     assert "arch_hash" in captured.out and "MB" in captured.out and "gen@" in captured.err
+    assert "(seed 2, noise 0.3)" in captured.err
     assert load_file(out)["fc.weight"].dtype == torch.float16
+    with safe_open(out, "pt") as f:
+        assert f.metadata()["hyperinit.noise"] == "0.3"
+    assert main(["predict", "torchvision:resnet18", "--out", str(tmp_path / "n.safetensors"),
+                 "--noise", "2"]) == 2
+    assert "noise must be between 0 and 1" in capsys.readouterr().err
     assert main(["predict", "torchvision:resnet18", "--out", str(tmp_path / "no/x")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -38,7 +38,8 @@ RESNET18 = {"arch": "torchvision:resnet18", "num_classes": 10}
 
 
 def gpt2(seed: int = 0) -> dict:
-    return {"arch": "hf:gpt2", "config": TINY_GPT2, "seed": seed}
+    """A tiny GPT-2 request; with some noise, each seed is its own init (other bytes)."""
+    return {"arch": "hf:gpt2", "config": TINY_GPT2, "seed": seed, "noise": 0.1}
 
 
 @dataclass
@@ -175,7 +176,8 @@ def test_transformers_config_object_is_the_same_as_the_spec(main: Server, tmp_pa
     as_spec = main.client.post("/v1/inits", json=gpt2(seed=3))
     assert as_spec.status_code == 200, as_spec.text
     as_object = main.client.post("/v1/inits",
-                                 json={"arch": {"model_type": "gpt2", **TINY_GPT2}, "seed": 3})
+                                 json={"arch": {"model_type": "gpt2", **TINY_GPT2}, "seed": 3,
+                                       "noise": 0.1})
     assert as_object.headers["x-cache"] == "hit"
     assert as_object.headers["etag"] == as_spec.headers["etag"]
     model = GPT2LMHeadModel(GPT2Config(**TINY_GPT2))
@@ -263,6 +265,7 @@ BAD_REQUESTS = {
     "not an object": ({"json": ["torchvision:resnet18"]}, 422, "invalid_request"),
     "unknown field": ({"json": {**RESNET18, "weights": "DEFAULT"}}, 422, "invalid_request"),
     "negative seed": ({"json": {**RESNET18, "seed": -1}}, 422, "invalid_request"),
+    "noise above 1": ({"json": {**RESNET18, "noise": 1.5}}, 422, "invalid_request"),
     "unknown dtype": ({"json": {**RESNET18, "dtype": "int8"}}, 422, "invalid_request"),
     "huge classifier": ({"json": {**RESNET18, "num_classes": 10**9}}, 422, "too_many_parameters"),
     "huge hf config": ({"json": {"arch": "hf:gpt2", "config": {"n_embd": 65536, "n_layer": 24,

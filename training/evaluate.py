@@ -5,9 +5,8 @@ model is built, initialized, trained with one fixed recipe for ``max(ks)`` steps
 measured on the test split at every step count in ``ks`` (0 = the init itself, zero-shot).
 The arms:
 
-* ``predicted``: parameters from the generator (``hyperinit.predict`` with ``prediction_seed``,
-  0 by default: the prediction ``hyperinit predict`` gives and the one a GHN is trained on),
-  the same for every seed;
+* ``predicted``: parameters from the generator, as ``hyperinit.predict`` gives them with the
+  run's seed and ``noise`` (default: the generator's own);
 * ``default``: the freshly built module, i.e. PyTorch's (or the model's own) default init;
 * ``orthogonal``: ``nn.init.orthogonal_`` (gain 1) on every weight of two or more dimensions,
   zero biases; norm layers and other parameters (positions, class tokens) keep their default;
@@ -61,7 +60,7 @@ from tqdm import tqdm
 import graphs
 import hyperinit
 from graphs.draw import save_figure
-from hyperinit.predict import calibrate_batchnorm, generator_id
+from hyperinit.predict import calibrate_batchnorm, generator_id, resolve_noise
 from hyperinit.safetensors_io import atomic_path
 
 from . import data, samplers
@@ -79,7 +78,7 @@ MAX_BLOCK_SIZE = 256  # positions of the held-out GPTs (samplers.GPTLike, gpt2-c
 MIMETIC = {"alpha1": 0.7, "beta1": 0.7, "alpha2": 0.4, "beta2": 0.4}
 # Options that change the numbers of a row: a resumed run must keep them.
 ROW_OPTIONS = ("task", "generator", "data", "ks", "epoch", "calibration_batches",
-               "prediction_seed", "batch_size", "block_size", "lr", "weight_decay", "grad_clip",
+               "noise", "batch_size", "block_size", "lr", "weight_decay", "grad_clip",
                "train_samples", "test_samples", "amp")
 
 
@@ -102,7 +101,7 @@ class EvalConfig:
     ks: tuple[int, ...] = (0, 50, 200)  # measure after these many steps (0: no training)
     epoch: bool = False  # also measure after one epoch of the training set
     calibration_batches: int = 10  # k=0: estimate BatchNorm statistics from this many batches
-    prediction_seed: int = 0  # the predicted arm's hyperinit.predict seed, for every run seed
+    noise: float | None = None  # the predicted arm's hyperinit.predict noise; None: the generator's
     # data
     batch_size: int | None = None
     block_size: int = 128  # text only: characters per sequence
@@ -243,11 +242,11 @@ def mimetic_(model: nn.Module, alpha1: float = 0.7, beta1: float = 0.7, alpha2: 
     return len(layers)
 
 
-def init_(model: nn.Module, arm: str, prediction_seed: int,
+def init_(model: nn.Module, arm: str, seed: int, noise: float | None,
           generator: hyperinit.GraphHyperNetwork | None) -> str | None:
     """Apply ``arm``'s init to a freshly built ``model``; the reason if it does not apply."""
     if arm == "predicted":
-        hyperinit.predict(model, generator, seed=prediction_seed)
+        hyperinit.predict(model, generator, seed=seed, noise=noise)
     elif arm == "orthogonal":
         orthogonal_(model)
     elif arm == "mimetic" and mimetic_(model, **MIMETIC) == 0:
@@ -392,12 +391,12 @@ def run_one(cfg: EvalConfig, entry: samplers.HeldOut, arm: str, seed: int,
     start = time.perf_counter()
     torch.manual_seed(seed)
     model = entry.build()
-    skipped = init_(model, arm, cfg.prediction_seed, generator)
+    skipped = init_(model, arm, seed, cfg.noise, generator)
     if skipped:
         return {**row, "skipped": skipped}
     if arm == "predicted":
         row["generator"] = generator_id(generator)
-        row["prediction_seed"] = cfg.prediction_seed
+        row["noise"] = resolve_noise(generator, cfg.noise)
     row["params"] = sum(p.numel() for p in model.parameters())
     torch.manual_seed(seed)  # dropout and the like: the same stream for every arm
     points = train_and_measure(model.to(device), cfg, eval_data, seed, device)
@@ -414,12 +413,13 @@ def evaluate(cfg: EvalConfig) -> list[dict[str, Any]]:
     device = _device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    check_resumable(cfg.to_dict(), out, ROW_OPTIONS)
+    generator = hyperinit.load_generator(cfg.generator) if "predicted" in cfg.arms else None
+    noise = cfg.noise if generator is None else resolve_noise(generator, cfg.noise)
+    check_resumable({**cfg.to_dict(), "noise": noise}, out, ROW_OPTIONS)
     done = load_rows(out / RESULTS, ("arch", "arm", "seed"))
     jobs = [(e, arm, seed) for e in entries for arm in cfg.arms for seed in cfg.seeds]
     todo = [j for j in jobs if (j[0].name, j[1], j[2]) not in done]
     if todo:
-        generator = hyperinit.load_generator(cfg.generator) if "predicted" in cfg.arms else None
         eval_data = EvalData(cfg, device)
         bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"eval {cfg.task}")
         with open(out / RESULTS, "a") as f:

@@ -27,8 +27,9 @@ one with the highest overlap (``overlap_run``). The methods:
   ``averaged`` says how many);
 * ``gaussian``: samples of the diagonal Gaussian fitted to C (per-element mean and
   population std);
-* ``ghn``: the hypernetwork's init (``hyperinit.predict`` with seed 0, the prediction it was
-  trained to make; the same parameters for every sample);
+* ``ghn``: the hypernetwork's prediction itself (``hyperinit.predict`` with ``noise=0``: what
+  the hypernetwork learned, with none of the noise its default init adds; the same parameters
+  for every sample);
 * ``default``: the freshly built module after ``torch.manual_seed(seed + i)``.
 
 Buffers (BatchNorm statistics): checkpoint-derived models take those of their source
@@ -303,7 +304,7 @@ def fresh(arch: str, seed: int, ghn: nn.Module | None = None) -> dict[str, torch
     torch.manual_seed(seed)
     model = build_arch(arch)
     if ghn is not None:
-        hyperinit.predict(model, ghn)
+        hyperinit.predict(model, ghn, noise=0.0)
     return {n: p.detach() for n, p in model.named_parameters()}
 
 

@@ -15,13 +15,16 @@ def add_arch_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_init_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """Options of every command that predicts an init: generator, seed, dtype, sharding."""
+    """Options of every command that predicts an init: generator, seed, noise, dtype, sharding."""
     p.add_argument("--generator", help="generator that predicts the init: shipped name, "
                                        "checkpoint folder or hub:OWNER/NAME@REVISION "
                                        "(default: the first shipped ghn-*)")
     p.add_argument("--seed", type=int, default=0,
-                   help="prediction seed (default 0). GHN: 0 is the trained prediction, "
-                        "others are untrained variants; diffusion: the sampling noise")
+                   help="seed of the init's randomness (default 0): the noise, and a diffusion "
+                        "generator's sampling; other seeds give other, equally good inits")
+    p.add_argument("--noise", type=float, default=None, metavar="FRACTION",
+                   help="fraction of each weight's variance replaced by Gaussian noise, 0 to 1 "
+                        "(0: the prediction itself; default: the generator's own, see its card)")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
                    help="dtype of floating-point tensors (default: the model's)")
     p.add_argument("--max-shard-size", type=int, default=None, metavar="BYTES",

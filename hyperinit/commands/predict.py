@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     generator = hyperinit.load_generator(args.generator)
     spec = spec_from_args(args)
-    files = hyperinit.save_init(spec, args.out, generator, seed=args.seed,
+    files = hyperinit.save_init(spec, args.out, generator, seed=args.seed, noise=args.noise,
                                 dtype=args.dtype,
                                 max_shard_size=args.max_shard_size or DEFAULT_MAX_SHARD_SIZE)
     elapsed = time.perf_counter() - start
@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     with safe_open(files[0], "pt") as f:
         meta = f.metadata()
-    print(f"predicted {args.arch} with {meta['hyperinit.generator']} (seed {args.seed}) "
+    print(f"predicted {args.arch} with {meta['hyperinit.generator']} (seed {args.seed}, "
+          f"noise {meta['hyperinit.noise']}) "
           f"in {elapsed:.2f} s", file=sys.stderr)
     print(f"arch_hash {meta['hyperinit.arch_hash']}; wrote {size / 1e6:.1f} MB to "
           + ", ".join(str(f) for f in files))

@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
         what = f"generator {args.generator_dir}; load it with hub:{args.repo}@{info.oid}"
     else:
         info = hub.push_init(spec_from_args(args), args.repo, args.generator, seed=args.seed,
-                             dtype=args.dtype, revision=args.revision, token=args.token,
-                             private=private,
+                             noise=args.noise, dtype=args.dtype, revision=args.revision,
+                             token=args.token, private=private,
                              max_shard_size=args.max_shard_size or DEFAULT_MAX_SHARD_SIZE)
         what = f"init of {args.arch} (seed {args.seed})"
     print(f"pushed {what} to {args.repo}@{args.revision or 'main'}, commit {info.oid}",

@@ -1,0 +1,114 @@
+"""Choose a generator's ``noise`` on training-pool architectures (never held-out seeds).
+
+``hyperinit.predict(noise=F)`` replaces the fraction F of each weight's variance with
+Gaussian noise. Here every pool architecture is trained from the prediction at each F, and
+from the default init, with the ``hyperinit eval`` image recipe, and measured at k = 0, 50,
+200 steps (CIFAR-10 test accuracy; 20,000 training and 2,000 test images by default). Each
+run prints one JSON row; the last line is the mean over architectures and seeds per init,
+and the rule a checkpoint's card applies to it: the F with the best mean at k=200 among
+those whose mean at k=0 stays at least 15%, clearly above chance.
+
+Diagnostics of what else slows training from a prediction: ``--rescale`` adds, for each F,
+the init with every weight rescaled to the std of the default init it replaced;
+``--default-norms`` the init with 1-D parameters (norm weights, biases) left at their
+default; both flags together add the init with both changes.
+
+Run with ``.venv/bin/python bench/init_noise.py`` (``--families``, ``--arch-seeds``,
+``--noise``, ``--seeds``, ``--generator``, ``--data``, ``--device``, ``--rescale``,
+``--default-norms``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from dataclasses import dataclass
+
+import torch
+
+import hyperinit
+from training import evaluate, samplers
+
+ZERO_SHOT_FLOOR = 15.0  # % at k=0 a chosen noise must keep (chance is 10%)
+
+
+@dataclass(frozen=True)
+class Init:
+    """The default init (``noise=None``), or a prediction with ``noise`` and diagnostics."""
+
+    noise: float | None
+    rescale: bool = False
+    default_norms: bool = False
+
+    @property
+    def name(self) -> str:
+        if self.noise is None:
+            return "default"
+        extras = [n for n, on in (("rescale", self.rescale),
+                                  ("default norms", self.default_norms)) if on]
+        return " + ".join([f"noise {self.noise:g}", *extras])
+
+
+def run(family: str, arch_seed: int, seed: int, init: Init,
+        generator: hyperinit.GraphHyperNetwork, cfg: evaluate.EvalConfig,
+        eval_data: evaluate.EvalData, device: torch.device) -> dict[str, float]:
+    """Accuracy (%) at each k of one pool architecture initialized as ``init``."""
+    torch.manual_seed(seed)
+    model = {s.tag: s for s in samplers.image_samplers()}[family].build(arch_seed)
+    default = {k: v.detach().clone() for k, v in model.named_parameters()}
+    if init.noise is not None:
+        hyperinit.predict(model, generator, seed=seed, noise=init.noise)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2 and init.rescale:
+                p.mul_(default[name].std() / p.std())
+            elif p.dim() < 2 and init.default_norms:
+                p.copy_(default[name])
+    torch.manual_seed(seed)
+    points = evaluate.train_and_measure(model.to(device), cfg, eval_data, seed, device)
+    return {k: round(100 * v["accuracy"], 1) for k, v in points.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", nargs="+",
+                        default=["resnet", "randcnn", "mobilenet", "convnext", "vgg"])
+    parser.add_argument("--arch-seeds", nargs="+", type=int, default=[7])
+    parser.add_argument("--noise", nargs="+", type=float, default=[0, 0.25, 0.5, 0.75])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--generator", default="ghn-cifar10")
+    parser.add_argument("--data", default=None, help="CIFAR-10 path (default: the shared zip)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--rescale", action="store_true",
+                        help="also each prediction with weights rescaled to the default std")
+    parser.add_argument("--default-norms", action="store_true",
+                        help="also each prediction with 1-D parameters at their default")
+    args = parser.parse_args()
+    generator = hyperinit.load_generator(args.generator)
+    device = torch.device(args.device)
+    cfg = evaluate.EvalConfig(ks=(0, 50, 200), train_samples=20000, test_samples=2000,
+                              data=args.data, device=args.device)
+    eval_data = evaluate.EvalData(cfg, device)
+    flags = [(r, d) for r in (False, True) for d in (False, True)
+             if (args.rescale or not r) and (args.default_norms or not d)]
+    inits = [Init(n, r, d) for n in args.noise for r, d in flags]
+    means: dict[str, dict[str, list[float]]] = {}
+    for family in args.families:
+        for arch_seed in args.arch_seeds:
+            for init in [*inits, Init(None)]:
+                for seed in args.seeds:
+                    acc = run(family, arch_seed, seed, init, generator, cfg, eval_data, device)
+                    for k, value in acc.items():
+                        means.setdefault(init.name, {}).setdefault(k, []).append(value)
+                    print(json.dumps({"arch": f"{family}-{arch_seed}", "init": init.name,
+                                      "seed": seed, "accuracy": acc}), flush=True)
+    summary = {name: {k: round(statistics.mean(v), 2) for k, v in ks.items()}
+               for name, ks in means.items()}
+    allowed = [n for n in args.noise if summary[f"noise {n:g}"]["0"] >= ZERO_SHOT_FLOOR]
+    best = max(allowed, key=lambda n: (summary[f"noise {n:g}"]["200"], -n), default=None)
+    print(json.dumps({"mean": summary, "chosen_noise": best}))
+
+
+if __name__ == "__main__":
+    main()
