@@ -183,10 +183,18 @@ def _tensors(generator: nn.Module, graph: ArchGraph, seed: int,
     roles = {p.name: p.role for p in graph.params}
     rng = torch.Generator().manual_seed(int(seed))
     for name, tensor in stream:
-        if noise and roles[name] in NOISY_ROLES and tensor.numel() > 1:
-            eps = torch.randn(tensor.shape, generator=rng).to(tensor.device, tensor.dtype)
-            tensor = (1 - noise) ** 0.5 * tensor + noise ** 0.5 * tensor.std() * eps
-        yield name, tensor
+        yield name, add_noise(tensor, roles[name], noise, rng)
+
+
+def add_noise(tensor: torch.Tensor, role: str, noise: float,
+              rng: torch.Generator) -> torch.Tensor:
+    """``sqrt(1 - noise) * w + sqrt(noise) * std(w) * eps`` for weights and embeddings
+    (``NOISY_ROLES``), ``eps`` drawn on CPU from ``rng``; other tensors as they are.
+    Differentiable in ``tensor`` (noise-aware training uses it too)."""
+    if not noise or role not in NOISY_ROLES or tensor.numel() < 2:
+        return tensor
+    eps = torch.randn(tensor.shape, generator=rng).to(tensor.device, tensor.dtype)
+    return (1 - noise) ** 0.5 * tensor + noise ** 0.5 * tensor.std() * eps
 
 
 @torch.no_grad()

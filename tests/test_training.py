@@ -96,6 +96,10 @@ def test_generator_options_are_checked(tmp_path):
         TrainConfig(lookahead_steps=-1)
     with pytest.raises(ValueError, match="lookahead_steps only applies to generator='ghn'"):
         TrainConfig(generator="diffusion", zoo="z", lookahead_steps=1)
+    with pytest.raises(ValueError, match="noise only applies to generator='ghn'"):
+        TrainConfig(generator="diffusion", zoo="z", noise=0.5)
+    with pytest.raises(ValueError, match="noise must be at least 0 and below 1"):
+        TrainConfig(noise=1.0)
 
 
 def test_loss_after_sgd_is_differentiable_through_the_steps():
@@ -150,6 +154,21 @@ def test_init_starts_from_a_trained_generator(tmp_path, generator_config):
     with pytest.raises(ValueError, match=r"init=.* with \{.*'hidden': 16.*but this run builds"
                                          r".*'hidden': 32.*set generator= and the size"):
         make_trainer(generator_config(tmp_path / "third", init=str(exported), hidden=32))
+
+
+def test_noise_aware_training_and_the_generators_noise(tmp_path, shared_data):
+    """``noise=F`` trains on the predictions as ``predict(noise=F)`` makes them, drawn from
+    (seed, step, rank), and writes F to the generator; fine-tuning keeps an init's noise."""
+    plain, noisy, again = (GHNTrainer(tiny_config(tmp_path / name, **kw)) for name, kw in
+                           (("plain", {}), ("noisy", {"noise": 0.5}), ("again", {"noise": 0.5})))
+    losses = [t.loss()[1]["task_loss"] for t in (plain, noisy, again)]
+    assert losses[1] != losses[0] and losses[1] == losses[2]
+    exported = train(tiny_config(tmp_path / "run", steps=2, noise=0.25))
+    assert hyperinit.load_generator(exported).config.noise == 0.25
+    kept = make_trainer(tiny_config(tmp_path / "kept", init=str(exported)))
+    assert kept.model.config.noise == 0.25
+    reset = make_trainer(tiny_config(tmp_path / "reset", init=str(exported), noise=0.0))
+    assert reset.model.config.noise == 0.0
 
 
 def test_resume_is_exact(tmp_path, generator_config):

@@ -49,6 +49,10 @@ class TrainConfig:
     # well, not only ones that start well (GradInit's idea; each step costs about 3x)
     lookahead_steps: int = 0
     lookahead_lr: float = 0.05  # hyperinit eval's image learning rate
+    # ghn: train with hyperinit.predict's noise applied to the predictions (noise-aware
+    # training); also written to the trained generator's config.json as its default noise.
+    # None: no noise in training, and the init's noise (if any) stays in its config
+    noise: float | None = None
     # generator size; None: the default of hyperinit.GHNConfig / hyperinit.DiffusionConfig
     hidden: int | None = None
     layers: int | None = None
@@ -89,8 +93,12 @@ class TrainConfig:
         if self.lookahead_steps < 0 or self.lookahead_lr <= 0:
             raise ValueError(f"lookahead_steps must be at least 0 and lookahead_lr above 0, got "
                              f"{self.lookahead_steps} and {self.lookahead_lr}")
-        if self.lookahead_steps and self.generator != "ghn":
-            raise ValueError("lookahead_steps only applies to generator='ghn'")
+        for name in ("lookahead_steps", "noise"):
+            if getattr(self, name) and self.generator != "ghn":
+                raise ValueError(f"{name} only applies to generator='ghn'")
+        if self.noise is not None and not 0 <= self.noise < 1:
+            raise ValueError(f"noise must be at least 0 and below 1 (the fraction of each "
+                             f"weight's variance drawn at random), got {self.noise!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 import graphs
 from hyperinit import CheckpointError, GHNConfig, GraphHyperNetwork, load_generator
+from hyperinit.predict import add_noise
 
 from . import data, samplers
 from .config import TrainConfig
@@ -165,12 +166,14 @@ class Trainer:
         """Start from a trained generator's weights (fine-tune it): it must be the generator
         this run builds, at the same size."""
         source = load_generator(name)
-        if type(source) is not type(self.model) or source.config != self.model.config:
+        if type(source) is not type(self.model) or _size(source) != _size(self.model):
             raise ValueError(
-                f"init={name!r} is a {type(source).__name__} with {asdict(source.config)}, "
+                f"init={name!r} is a {type(source).__name__} with {_size(source)}, "
                 f"but this run builds a {type(self.model).__name__} with "
-                f"{asdict(self.model.config)}: set generator= and the size options to match")
+                f"{_size(self.model)}: set generator= and the size options to match")
         self.model.load_state_dict(source.state_dict())
+        if self.cfg.noise is None and hasattr(source.config, "noise"):
+            self.model.config.noise = source.config.noise  # a GHN's default noise
 
     # ----- one step -----------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -294,7 +297,8 @@ class GHNTrainer(Trainer):
             self._prebuild(self.cfg.prebuild_workers)
 
     def build_model(self) -> GraphHyperNetwork:
-        return GraphHyperNetwork(GHNConfig(**self.cfg.size()))
+        noise = {} if self.cfg.noise is None else {"noise": self.cfg.noise}
+        return GraphHyperNetwork(GHNConfig(**self.cfg.size(), **noise))
 
     def _batches(self):
         cfg, seed = self.cfg, self.cfg.seed * 1000 + self.rank
@@ -346,6 +350,11 @@ class GHNTrainer(Trainer):
         ahead = [next(self.batches) for _ in range(cfg.lookahead_steps)]
         with self.autocast(), twice_differentiable() if ahead else contextlib.nullcontext():
             predicted = self.model([a.graph for a in archs])
+            if cfg.noise:
+                # seeded by (seed, step, rank), like the picks: a resumed run draws the same
+                rng = torch.Generator().manual_seed(self.picks(self.step, 1, 2**62)[0])
+                predicted = [with_noise(a.graph, t, cfg.noise, rng)
+                             for a, t in zip(archs, predicted, strict=True)]
             losses, after = [], []
             for arch, tensors in zip(archs, predicted, strict=True):
                 # Predicted tensors come out of autocast in bf16; parameters are kept fp32
@@ -365,6 +374,22 @@ class GHNTrainer(Trainer):
             metrics["lookahead_loss"] = lookahead.item()
             loss = loss + lookahead
         return loss, metrics
+
+
+def with_noise(graph: graphs.ArchGraph, tensors: dict[str, torch.Tensor], noise: float,
+               rng: torch.Generator) -> dict[str, torch.Tensor]:
+    """Predicted tensors as ``hyperinit.predict(noise=noise)`` gives them (tied names stay one
+    tensor), differentiable in the prediction."""
+    out = {}
+    for p in graph.params:
+        out[p.name] = add_noise(tensors[p.name], p.role, noise, rng)
+        out.update(dict.fromkeys(p.tied, out[p.name]))
+    return out
+
+
+def _size(generator: nn.Module) -> dict[str, Any]:
+    """A generator's config without ``noise``, which sets no weights and may differ."""
+    return {k: v for k, v in asdict(generator.config).items() if k != "noise"}
 
 
 def build_arch(sampler: samplers.Mixed, seed: int, cfg: TrainConfig) -> Arch:
