@@ -29,6 +29,8 @@ from .graph import ArchGraph, Node, ParamSpec
 from .vocab import NORM_OPS, function_name, is_layout, op_of
 
 _POSITIONAL_NAMES = ("pos", "wpe")
+# Modules whose 2-D weight is stored (in_features, out_features): transformers' GPT-2 family.
+IN_OUT_MODULES = frozenset({"Conv1D"})
 INPUT = "<input>"  # stand-in name of the model's inputs
 _IMAGE_SIZES = (32, 224, 28, 64, 299)
 
@@ -354,8 +356,9 @@ class _Tracer:
         else:
             role = "other"
         tied = tuple(self.names[id(p)][1:])
+        in_out = role == "weight" and p.dim() == 2 and self._module_type(pname) in IN_OUT_MODULES
         return ParamSpec(name=pname, node=node, role=role, shape=tuple(p.shape),
-                         dtype=str(p.dtype).removeprefix("torch."), tied=tied)
+                         dtype=str(p.dtype).removeprefix("torch."), tied=tied, in_out=in_out)
 
     @staticmethod
     def _node_name(op: str, index: int, pnames: list[str]) -> str:

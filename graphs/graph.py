@@ -41,6 +41,10 @@ class ParamSpec:
     """One parameter tensor: its state-dict key, owner node, role and shape.
 
     ``tied`` lists the other state-dict keys that name the same tensor (weight tying).
+    ``in_out`` marks a matrix stored as ``(in_features, out_features)``, as in transformers'
+    ``Conv1D`` (GPT-2), instead of PyTorch's ``(out, in)``: generators build it in the
+    ``(out, in)`` layout (:attr:`out_in_shape`) and transpose, so its fan-in is right and it
+    looks like any other linear layer.
     """
 
     name: str
@@ -49,10 +53,16 @@ class ParamSpec:
     shape: tuple[int, ...]
     dtype: str = "float32"
     tied: tuple[str, ...] = ()
+    in_out: bool = False
 
     @property
     def numel(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def out_in_shape(self) -> tuple[int, ...]:
+        """The shape in PyTorch's ``(out, in)`` layout (``shape`` reversed when ``in_out``)."""
+        return self.shape[::-1] if self.in_out else self.shape
 
 
 @dataclass(frozen=True)
@@ -177,7 +187,7 @@ class ArchGraph:
         )
 
     def _main_shape(self, node: Node) -> list[int]:
-        shapes = [self.params[i].shape for i in node.params]
+        shapes = [self.params[i].out_in_shape for i in node.params]
         if not shapes:
             return [0, 0, 0, 0]
         main = max(shapes, key=len)
@@ -198,7 +208,7 @@ class ArchGraph:
             "edges": [list(e) for e in self.edges],
             "params": [
                 {"name": p.name, "node": p.node, "role": p.role, "shape": list(p.shape),
-                 "dtype": p.dtype, "tied": list(p.tied)}
+                 "dtype": p.dtype, "tied": list(p.tied), "in_out": p.in_out}
                 for p in self.params
             ],
             "unrecognized": self.unrecognized,

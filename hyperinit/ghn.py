@@ -71,10 +71,11 @@ class GraphHyperNetwork(nn.Module, PyTorchModelHubMixin, library_name="hyperinit
             (node_emb,) = self.embed([graph])
         params = graph.params
         hidden = self.decoder.hidden(node_emb[[p.node for p in params]], [p.role for p in params],
-                                     [p.shape for p in params])
+                                     [p.out_in_shape for p in params])
         uv, vector, log_gain = self.decoder.heads(hidden)
         for i, p in enumerate(params):
-            yield p.name, self.decoder.tensor(uv[i], vector[i], log_gain[i], p.role, p.shape)
+            tensor = self.decoder.tensor(uv[i], vector[i], log_gain[i], p.role, p.out_in_shape)
+            yield p.name, tensor.T.contiguous() if p.in_out else tensor
 
     def forward(self, graphs: list[ArchGraph]) -> list[dict[str, torch.Tensor]]:
         """Predicted parameters of each graph (tied names map to the same tensor)."""

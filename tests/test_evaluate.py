@@ -131,6 +131,22 @@ def test_resume_runs_only_missing_rows(image_run, shared_data, tmp_path, monkeyp
         ev.evaluate(tiny_config(shared_data, out))
 
 
+def test_resume_refuses_a_generator_retrained_in_place(shared_data, tmp_path):
+    """Same generator path, other weights: the old rows are not reused as the new one's."""
+    folder = tmp_path / "generator"
+    small = hyperinit.GHNConfig(hidden=16, layers=1, heads=2, rank=4, features=8)
+    cfg = tiny_config(shared_data, tmp_path / "out", generator=str(folder), arms=("predicted",),
+                      archs=IMAGE_ARCHS[:1], seeds=(0,), ks=(0,))
+    torch.manual_seed(0)
+    hyperinit.GraphHyperNetwork(small).save_pretrained(folder)
+    (first,) = ev.evaluate(cfg)
+    assert ev.evaluate(cfg) == [first]  # unchanged weights: resumed, nothing rerun
+    torch.manual_seed(1)
+    hyperinit.GraphHyperNetwork(small).save_pretrained(folder)
+    with pytest.raises(ValueError, match="other generator_id"):
+        ev.evaluate(cfg)
+
+
 def test_predicted_arm_is_hyperinit_predict_with_the_run_seed():
     """The predicted arm is what a user gets from ``hyperinit.predict(seed=run seed)``: with
     noise, each run seed has its own draw; without, the same prediction."""

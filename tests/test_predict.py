@@ -105,6 +105,21 @@ def test_tied_weights_stay_tied(ghn):
     assert model.lm_head.weight.device.type == "cpu"
 
 
+def test_gpt2_conv1d_weights_get_their_fan_in_from_the_first_axis(ghn):
+    """transformers' Conv1D stores (in, out): predicted like a linear layer, then transposed.
+    An untrained generator's gain is about 1, so every weight's std is about 1/sqrt(fan-in);
+    with the axes swapped c_fc and the MLP's c_proj would be off by 2x."""
+    graph = graphs.build(graphs.resolve("hf:gpt2", **HF["gpt2"]))
+    fc = next(p for p in graph.params if p.name.endswith("h.0.mlp.c_fc.weight"))
+    assert fc.in_out and fc.shape == (64, 256) and fc.out_in_shape == (256, 64)
+    model = hyperinit.predict("hf:gpt2", ghn, **HF["gpt2"])
+    conv1d = [(n, p) for n, p in model.named_parameters() if n.endswith("c_fc.weight")
+              or n.endswith("c_proj.weight") or n.endswith("c_attn.weight")]
+    assert len(conv1d) == 8  # 2 layers: c_attn, attn.c_proj, c_fc, mlp.c_proj
+    for name, weight in conv1d:
+        assert weight.std().item() * weight.shape[0] ** 0.5 == pytest.approx(1, abs=0.1), name
+
+
 def test_gpt2_sequence_classifier_takes_batches(ghn):
     model = hyperinit.predict("hf:gpt2", ghn, num_classes=3, **HF["gpt2"])
     assert model.config.pad_token_id == model.config.eos_token_id

@@ -76,10 +76,11 @@ EVAL_BATCH = {"image": 500, "text": 64}  # test images / blocks per forward pass
 MAX_BLOCK_SIZE = 256  # positions of the held-out GPTs (samplers.GPTLike, gpt2-char)
 # Trockman & Kolter (2023): W_q W_k^T ~ a1 Z1 + b1 I and W_v W_proj ~ a2 Z2 - b2 I.
 MIMETIC = {"alpha1": 0.7, "beta1": 0.7, "alpha2": 0.4, "beta2": 0.4}
-# Options that change the numbers of a row: a resumed run must keep them.
-ROW_OPTIONS = ("task", "generator", "data", "ks", "epoch", "calibration_batches",
-               "noise", "batch_size", "block_size", "lr", "weight_decay", "grad_clip",
-               "train_samples", "test_samples", "amp")
+# Options that change the numbers of a row: a resumed run must keep them. "generator_id"
+# is the generator's name and weights hash, so a folder retrained in place is not mixed in.
+ROW_OPTIONS = ("task", "generator", "generator_id", "data", "ks", "epoch",
+               "calibration_batches", "noise", "batch_size", "block_size", "lr", "weight_decay",
+               "grad_clip", "train_samples", "test_samples", "amp")
 
 
 @dataclass
@@ -415,7 +416,8 @@ def evaluate(cfg: EvalConfig) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     generator = hyperinit.load_generator(cfg.generator) if "predicted" in cfg.arms else None
     noise = cfg.noise if generator is None else resolve_noise(generator, cfg.noise)
-    check_resumable({**cfg.to_dict(), "noise": noise}, out, ROW_OPTIONS)
+    weights = None if generator is None else generator_id(generator)
+    check_resumable({**cfg.to_dict(), "noise": noise, "generator_id": weights}, out, ROW_OPTIONS)
     done = load_rows(out / RESULTS, ("arch", "arm", "seed"))
     jobs = [(e, arm, seed) for e in entries for arm in cfg.arms for seed in cfg.seeds]
     todo = [j for j in jobs if (j[0].name, j[1], j[2]) not in done]
