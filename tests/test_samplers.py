@@ -13,6 +13,7 @@ from training.data import TextBatches, load_cifar10, load_text, normalize
 from training.samplers import (
     HELD_OUT_SEED_START,
     ConvNeXtLike,
+    GPT2Like,
     GPTLike,
     Mixed,
     Sampler,
@@ -22,7 +23,7 @@ from training.samplers import (
     mixed,
 )
 
-SAMPLERS = [*image_samplers(), GPTLike()]
+SAMPLERS = [*image_samplers(), GPTLike(), GPT2Like()]
 SEEDS = range(6)
 
 
@@ -60,7 +61,8 @@ def traced(batches) -> dict[str, list[tuple[str, nn.Module, graphs.ArchGraph]]]:
         out[sampler.tag] = []
         for seed in SEEDS:
             name, module = sampler.sample(seed)
-            logits = module(x)
+            output = module(x)
+            logits = output if isinstance(output, torch.Tensor) else output.logits  # HF GPT-2
             expected = (len(x), 10) if sampler.kind == "image" else (*x.shape, 65)
             assert logits.shape == expected and torch.isfinite(logits).all(), name
             loss = nn.functional.cross_entropy(logits.flatten(0, -2), y.flatten())
@@ -103,6 +105,9 @@ def test_families_cover_their_design_space(traced):
     assert max(groups) > 1  # depthwise convolutions
     tied = [m for _, m, _ in traced["gpt"] if m.lm_head.weight is m.wte.weight]
     assert 0 < len(tied) < len(SEEDS)
+    hf = [(m, g) for _, m, g in traced["hfgpt2"]]  # gpt2-char's layout: Conv1D, (in, out)
+    assert all(p.in_out for _, g in hf for p in g.params if p.name.endswith("c_attn.weight"))
+    assert 0 < sum(m.config.tie_word_embeddings for m, _ in hf) < len(SEEDS)
 
 
 def test_macs_count_a_known_model():
@@ -143,7 +148,8 @@ def test_default_mixtures():
     image = mixed("image")
     assert image.kind == "image" and sum(w for _, w in image.parts) == pytest.approx(1)
     assert [s.tag for s, _ in image.parts] == [s.tag for s in image_samplers()]
-    assert mixed("text").kind == "text"
+    text = mixed("text")
+    assert text.kind == "text" and [s.tag for s, _ in text.parts] == ["gpt", "hfgpt2"]
     with pytest.raises(ValueError, match="'image' or 'text'"):
         mixed("audio")
 

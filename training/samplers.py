@@ -14,7 +14,8 @@ thousand models), ``sample`` also redraws any architecture whose structure (its 
 it is evaluated on.
 
 Sampled models stay small enough to train on a CPU: CNNs under 1M parameters, transformers
-under 2M, and image models under 150M multiply-accumulates per image (ResNet-18 on CIFAR
+under 2M (except :class:`GPT2Like`, up to 16M, for GPU training), and image models under
+150M multiply-accumulates per image (ResNet-18 on CIFAR
 takes 560M). A draw over its sampler's ``max_params`` or ``max_macs`` is redrawn from the
 same stream.
 """
@@ -607,6 +608,31 @@ class GPTLike(Sampler):
                    tie=rng.random() < 0.5)
 
 
+@dataclass
+class GPT2Like(GPTLike):
+    """transformers' ``GPT2LMHeadModel`` over the char vocabulary: depth 1-12, width 128-768.
+
+    The layout of the held-out ``gpt2-char`` (``Conv1D`` layers, GPT-2's init), sampled at
+    its width or at its depth but never both: up to 16M parameters, so it is meant for GPU
+    training (its ``example_input`` is :class:`GPTLike`'s).
+    """
+
+    tag: ClassVar[str] = "hfgpt2"
+    depth: tuple[int, int] = (1, 12)
+    widths: tuple[int, ...] = (128, 192, 256, 384, 512, 768)
+    max_params: int = 16_000_000
+
+    def draw(self, rng: random.Random) -> nn.Module:
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        depth, width, heads, mlp_ratio = _transformer_shape(rng, self.depth, self.widths)
+        config = GPT2Config(vocab_size=self.vocab_size, n_positions=self.block_size,
+                            n_embd=width, n_layer=depth, n_head=heads, n_inner=mlp_ratio * width,
+                            tie_word_embeddings=rng.random() < 0.5, bos_token_id=None,
+                            eos_token_id=None)
+        return GPT2LMHeadModel(config)
+
+
 # ----- mixtures and the held-out list --------------------------------------------------------
 @dataclass
 class Mixed:
@@ -641,9 +667,10 @@ def image_samplers() -> list[Sampler]:
 
 
 def mixed(kind: str = "image") -> Mixed:
-    """The default training mixture: for images, random CNNs 40% and each family 12%."""
+    """The default training mixture: for images, random CNNs 40% and each family 12%; for
+    text, :class:`GPTLike` and :class:`GPT2Like` half each."""
     if kind == "text":
-        return Mixed(((GPTLike(), 1.0),))
+        return Mixed(((GPTLike(), 0.5), (GPT2Like(), 0.5)))
     if kind != "image":
         raise ValueError(f"kind must be 'image' or 'text', got {kind!r}")
     first, *families = image_samplers()
