@@ -35,6 +35,7 @@ from graphs.graph import ROLE_INDEX
 from .checkpoint import WEIGHTS_FILE, checkpoint_file, load_weights_strictly
 from .encoder import BUCKETS, GraphEncoder, log_bucket
 from .errors import CheckpointError, GeneratorLimitError
+from .safetensors_io import usual_permissions
 
 SCHEDULER_FILE = "scheduler_config.json"
 LAYOUT = f"config.json + {WEIGHTS_FILE} + {SCHEDULER_FILE}"
@@ -319,6 +320,7 @@ class WeightDiffusion(nn.Module, PyTorchModelHubMixin, library_name="hyperinit",
     def _save_pretrained(self, save_directory: Path) -> None:
         """Weights (safetensors) and the noise schedule (``scheduler_config.json``)."""
         super()._save_pretrained(save_directory)
+        usual_permissions(save_directory / WEIGHTS_FILE)
         self.scheduler.save_config(save_directory)
 
     @classmethod

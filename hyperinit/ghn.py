@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
@@ -14,6 +15,7 @@ from graphs import ArchGraph
 from .checkpoint import WEIGHTS_FILE, checkpoint_file, load_weights_strictly
 from .decoder import LowRankDecoder
 from .encoder import GraphEncoder
+from .safetensors_io import usual_permissions
 
 
 @dataclass
@@ -86,6 +88,10 @@ class GraphHyperNetwork(nn.Module, PyTorchModelHubMixin, library_name="hyperinit
                 tensors.update(dict.fromkeys(p.tied, tensors[p.name]))
             out.append(tensors)
         return out
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        super()._save_pretrained(save_directory)
+        usual_permissions(save_directory / WEIGHTS_FILE)
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir, force_download,

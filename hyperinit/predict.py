@@ -115,10 +115,17 @@ def generator_id(generator: GraphHyperNetwork) -> str:
         return f"{UNTRAINED}@seed0"
     if path.startswith("hub:"):  # hub:OWNER/NAME@COMMIT_SHA, set by hub.resolve_generator
         return path
-    weights = Path(path) / WEIGHTS_FILE
+    return folder_id(path)
+
+
+def folder_id(folder: str | Path) -> str:
+    """``name@hash`` of a generator folder: its name and the sha256 of its weights (first 12
+    hex digits), so a folder retrained in place gets a new id; ``in-memory@unsaved`` if the
+    folder has no weights file."""
+    weights = Path(folder) / WEIGHTS_FILE
     if weights.is_file():
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
-        return f"{Path(path).name}@{digest}"
+        return f"{Path(folder).name}@{digest}"
     return "in-memory@unsaved"
 
 

@@ -68,6 +68,12 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # once, at import: os.umask is process-wide, not thread-safe
 
 
+def usual_permissions(path: Path) -> None:
+    """Give a file the permissions of any new file (0666 less the umask): mkstemp and
+    ``safetensors`` create theirs private to their owner (0600)."""
+    os.chmod(path, 0o666 & ~_UMASK)
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temp path beside ``path`` that replaces it on success and vanishes on failure.
@@ -79,7 +85,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        usual_permissions(Path(tmp))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

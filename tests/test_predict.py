@@ -186,6 +186,18 @@ def test_noise_replaces_a_fraction_of_each_weights_variance(ghn):
         assert torch.equal(plain[name], noisy[name]), name
 
 
+def test_saved_generators_get_the_usual_file_permissions(tmp_path):
+    """safetensors writes 0600; an exported generator is as readable as any other new file."""
+    hyperinit.GraphHyperNetwork(TINY).save_pretrained(tmp_path / "ghn")
+    tiny = hyperinit.DiffusionConfig(chunk=16, hidden=16, layers=1, heads=2, graph_layers=1)
+    hyperinit.WeightDiffusion(tiny).save_pretrained(tmp_path / "wd")
+    umask = os.umask(0)
+    os.umask(umask)
+    for folder in ("ghn", "wd"):
+        mode = (tmp_path / folder / "model.safetensors").stat().st_mode & 0o777
+        assert mode == 0o666 & ~umask, oct(mode)
+
+
 def test_noise_defaults_to_the_generators_and_is_recorded(tmp_path):
     torch.manual_seed(0)
     ghn = hyperinit.GraphHyperNetwork({**TINY.__dict__, "noise": 0.5}).eval()

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from hyperinit.commands import zoo as zoo_command
+from hyperinit.predict import folder_id
 from training.config import TrainConfig, load_config
 from training.evaluate import EvalData
 from training.trainer import train
@@ -189,6 +190,11 @@ def test_resume(run, tmp_path):
     assert config["ghn_models"] == "one prediction"
     (out / "config.json").write_text(json.dumps({**config, "ghn_models": None}))  # older rows
     with pytest.raises(ValueError, match="other ghn_models"):
+        evaluate_zoo(ZooEvalConfig(**{**cfg.to_dict(), "out": str(out)}))
+    assert config["generator_id"] == folder_id(cfg.generator)  # the weights' hash, and
+    retrained = {**config, "generator_id": "diffusion@0123456789ab"}  # rows of other weights:
+    (out / "config.json").write_text(json.dumps(retrained))
+    with pytest.raises(ValueError, match="other generator_id"):
         evaluate_zoo(ZooEvalConfig(**{**cfg.to_dict(), "out": str(out)}))
 
 

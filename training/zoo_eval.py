@@ -59,7 +59,7 @@ from tqdm import tqdm
 import hyperinit
 from graphs.draw import save_figure
 from hyperinit.diffusion import WeightDiffusion, load_diffusion, sample_state_dicts
-from hyperinit.predict import generator_id
+from hyperinit.predict import folder_id, generator_id
 
 from .evaluate import (
     RESULTS,
@@ -88,11 +88,12 @@ METHODS = ("diffusion", "checkpoint", "noise-0.06", "noise-0.12", "mean-16", "ga
 NOISE = {"noise-0.06": 0.06, "noise-0.12": 0.12}  # relative std of the added noise
 MEAN_OF = 16  # checkpoints per mean-16 model
 # Options that change the numbers of a row: a resumed run must keep them. ``ghn_models``
-# names how the ghn method makes its models (earlier rows used a prediction seed per model).
+# names how the ghn method makes its models (earlier rows used a prediction seed per model);
+# ``generator_id`` is the diffusion folder's name and weights hash (retrained in place: new).
 GHN_MODELS = "one prediction"
-ROW_OPTIONS = ("generator", "zoo", "step", "seed", "ghn", "ghn_models", "diffusion_steps",
-               "data", "ks", "train_samples", "test_samples", "batch_size", "lr",
-               "weight_decay", "amp")
+ROW_OPTIONS = ("generator", "generator_id", "zoo", "step", "seed", "ghn", "ghn_models",
+               "diffusion_steps", "data", "ks", "train_samples", "test_samples", "batch_size",
+               "lr", "weight_decay", "amp")
 
 
 @dataclass
@@ -404,7 +405,9 @@ def evaluate_zoo(cfg: ZooEvalConfig) -> list[dict[str, Any]]:
     device = _device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    check_resumable({**cfg.to_dict(), "ghn_models": GHN_MODELS}, out, ROW_OPTIONS)
+    weights = folder_id(cfg.generator) if "diffusion" in cfg.methods else None
+    check_resumable({**cfg.to_dict(), "ghn_models": GHN_MODELS, "generator_id": weights}, out,
+                    ROW_OPTIONS)
     done = load_rows(out / RESULTS, ("arch", "method", "sample"))
     jobs = [(arch, method, i) for arch, entries in selected.items() for method in cfg.methods
             for i in range(sample_count(method, len(entries), cfg.samples))]
