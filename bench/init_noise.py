@@ -11,11 +11,14 @@ those whose mean at k=0 stays at least 15%, clearly above chance.
 Diagnostics of what else slows training from a prediction: ``--rescale`` adds, for each F,
 the init with every weight rescaled to the std of the default init it replaced;
 ``--default-norms`` the init with 1-D parameters (norm weights, biases) left at their
-default; both flags together add the init with both changes.
+default; both flags together add the init with both changes. ``--spare-stem`` adds, for each
+F, the init where the stem (the first weight the image meets) keeps its bare prediction and
+only the other weights get the noise: the predicted stem is what speeds training up, the
+deeper predicted layers are what slows it down.
 
 Run with ``.venv/bin/python bench/init_noise.py`` (``--families``, ``--arch-seeds``,
 ``--noise``, ``--seeds``, ``--generator``, ``--data``, ``--device``, ``--rescale``,
-``--default-norms``).
+``--default-norms``, ``--spare-stem``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 import hyperinit
+from hyperinit.predict import add_noise
 from training import evaluate, samplers
 
 ZERO_SHOT_FLOOR = 15.0  # % at k=0 a chosen noise must keep (chance is 10%)
@@ -40,13 +44,15 @@ class Init:
     noise: float | None
     rescale: bool = False
     default_norms: bool = False
+    spare_stem: bool = False
 
     @property
     def name(self) -> str:
         if self.noise is None:
             return "default"
         extras = [n for n, on in (("rescale", self.rescale),
-                                  ("default norms", self.default_norms)) if on]
+                                  ("default norms", self.default_norms),
+                                  ("stem spared", self.spare_stem)) if on]
         return " + ".join([f"noise {self.noise:g}", *extras])
 
 
@@ -58,9 +64,13 @@ def run(family: str, arch_seed: int, seed: int, init: Init,
     model = {s.tag: s for s in samplers.image_samplers()}[family].build(arch_seed)
     default = {k: v.detach().clone() for k, v in model.named_parameters()}
     if init.noise is not None:
-        hyperinit.predict(model, generator, seed=seed, noise=init.noise)
+        hyperinit.predict(model, generator, seed=seed, noise=0 if init.spare_stem else init.noise)
+    stem = next(name for name, p in model.named_parameters() if p.dim() >= 2)
+    rng = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
+            if p.dim() >= 2 and init.spare_stem and name != stem:
+                p.copy_(add_noise(p, "weight", init.noise, rng))
             if p.dim() >= 2 and init.rescale:
                 p.mul_(default[name].std() / p.std())
             elif p.dim() < 2 and init.default_norms:
@@ -84,6 +94,8 @@ def main() -> None:
                         help="also each prediction with weights rescaled to the default std")
     parser.add_argument("--default-norms", action="store_true",
                         help="also each prediction with 1-D parameters at their default")
+    parser.add_argument("--spare-stem", action="store_true",
+                        help="also each noise with the stem left at its bare prediction")
     args = parser.parse_args()
     generator = hyperinit.load_generator(args.generator)
     device = torch.device(args.device)
@@ -93,6 +105,8 @@ def main() -> None:
     flags = [(r, d) for r in (False, True) for d in (False, True)
              if (args.rescale or not r) and (args.default_norms or not d)]
     inits = [Init(n, r, d) for n in args.noise for r, d in flags]
+    if args.spare_stem:
+        inits += [Init(n, spare_stem=True) for n in args.noise if n]
     means: dict[str, dict[str, list[float]]] = {}
     for family in args.families:
         for arch_seed in args.arch_seeds:
