@@ -16,8 +16,11 @@ F, the init where the stem (the first weight the image meets) keeps its bare pre
 only the other weights get the noise: the predicted stem is what speeds training up, the
 deeper predicted layers are what slows it down.
 
+``--archs NAME ...`` runs held-out architectures instead, to check a choice already made;
+no noise is chosen from them.
+
 Run with ``.venv/bin/python bench/init_noise.py`` (``--families``, ``--arch-seeds``,
-``--noise``, ``--seeds``, ``--generator``, ``--data``, ``--device``, ``--rescale``,
+``--archs``, ``--noise``, ``--seeds``, ``--generator``, ``--data``, ``--device``, ``--rescale``,
 ``--default-norms``, ``--spare-stem``).
 """
 
@@ -26,9 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
+from torch import nn
 
 import hyperinit
 from hyperinit.predict import add_noise
@@ -56,12 +62,26 @@ class Init:
         return " + ".join([f"noise {self.noise:g}", *extras])
 
 
-def run(family: str, arch_seed: int, seed: int, init: Init,
+def architectures(families: list[str], arch_seeds: list[int],
+                  names: list[str] | None) -> dict[str, Callable[[], nn.Module]]:
+    """Builders by name: each family's ``arch_seeds`` (the pool), or the held-out ``names``."""
+    if names:
+        entries = {e.name: e.build for e in samplers.held_out("image")}
+        unknown = [n for n in names if n not in entries]
+        if unknown:
+            raise SystemExit(f"not held-out image architectures: {', '.join(unknown)}; "
+                             f"known: {', '.join(entries)}")
+        return {n: entries[n] for n in names}
+    tags = {s.tag: s for s in samplers.image_samplers()}
+    return {f"{f}-{s}": partial(tags[f].build, s) for f in families for s in arch_seeds}
+
+
+def run(build: Callable[[], nn.Module], seed: int, init: Init,
         generator: hyperinit.GraphHyperNetwork, cfg: evaluate.EvalConfig,
         eval_data: evaluate.EvalData, device: torch.device) -> dict[str, float]:
-    """Accuracy (%) at each k of one pool architecture initialized as ``init``."""
+    """Accuracy (%) at each k of one architecture initialized as ``init``."""
     torch.manual_seed(seed)
-    model = {s.tag: s for s in samplers.image_samplers()}[family].build(arch_seed)
+    model = build()
     default = {k: v.detach().clone() for k, v in model.named_parameters()}
     if init.noise is not None:
         hyperinit.predict(model, generator, seed=seed, noise=0 if init.spare_stem else init.noise)
@@ -85,6 +105,9 @@ def main() -> None:
     parser.add_argument("--families", nargs="+",
                         default=["resnet", "randcnn", "mobilenet", "convnext", "vgg"])
     parser.add_argument("--arch-seeds", nargs="+", type=int, default=[7])
+    parser.add_argument("--archs", nargs="+",
+                        help="held-out architectures by name instead: to check a choice made "
+                             "on the pool (no noise is chosen from them)")
     parser.add_argument("--noise", nargs="+", type=float, default=[0, 0.25, 0.5, 0.75])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--generator", default="ghn-cifar10")
@@ -108,17 +131,19 @@ def main() -> None:
     if args.spare_stem:
         inits += [Init(n, spare_stem=True) for n in args.noise if n]
     means: dict[str, dict[str, list[float]]] = {}
-    for family in args.families:
-        for arch_seed in args.arch_seeds:
-            for init in [*inits, Init(None)]:
-                for seed in args.seeds:
-                    acc = run(family, arch_seed, seed, init, generator, cfg, eval_data, device)
-                    for k, value in acc.items():
-                        means.setdefault(init.name, {}).setdefault(k, []).append(value)
-                    print(json.dumps({"arch": f"{family}-{arch_seed}", "init": init.name,
-                                      "seed": seed, "accuracy": acc}), flush=True)
+    for name, build in architectures(args.families, args.arch_seeds, args.archs).items():
+        for init in [*inits, Init(None)]:
+            for seed in args.seeds:
+                acc = run(build, seed, init, generator, cfg, eval_data, device)
+                for k, value in acc.items():
+                    means.setdefault(init.name, {}).setdefault(k, []).append(value)
+                print(json.dumps({"arch": name, "init": init.name, "seed": seed,
+                                  "accuracy": acc}), flush=True)
     summary = {name: {k: round(statistics.mean(v), 2) for k, v in ks.items()}
                for name, ks in means.items()}
+    if args.archs:
+        print(json.dumps({"mean": summary}))
+        return
     allowed = [n for n in args.noise if summary[f"noise {n:g}"]["0"] >= ZERO_SHOT_FLOOR]
     best = max(allowed, key=lambda n: (summary[f"noise {n:g}"]["200"], -n), default=None)
     print(json.dumps({"mean": summary, "chosen_noise": best}))
