@@ -13,15 +13,16 @@ the init with every weight rescaled to the std of the default init it replaced;
 ``--default-norms`` the init with 1-D parameters (norm weights, biases) left at their
 default; both flags together add the init with both changes. ``--spare-stem`` adds, for each
 F, the init where the stem (the first weight the image meets) keeps its bare prediction and
-only the other weights get the noise: the predicted stem is what speeds training up, the
-deeper predicted layers are what slows it down.
+only the other weights get the noise; ``--stem-only`` the init with the stem's bare
+prediction and the default init everywhere else. They separate the predicted stem, which
+speeds training up, from the deeper predicted layers, which slow it down.
 
 ``--archs NAME ...`` runs held-out architectures instead, to check a choice already made;
 no noise is chosen from them.
 
 Run with ``.venv/bin/python bench/init_noise.py`` (``--families``, ``--arch-seeds``,
 ``--archs``, ``--noise``, ``--seeds``, ``--generator``, ``--data``, ``--device``, ``--rescale``,
-``--default-norms``, ``--spare-stem``).
+``--default-norms``, ``--spare-stem``, ``--stem-only``).
 """
 
 from __future__ import annotations
@@ -51,11 +52,14 @@ class Init:
     rescale: bool = False
     default_norms: bool = False
     spare_stem: bool = False
+    stem_only: bool = False
 
     @property
     def name(self) -> str:
         if self.noise is None:
             return "default"
+        if self.stem_only:
+            return "stem only"
         extras = [n for n, on in (("rescale", self.rescale),
                                   ("default norms", self.default_norms),
                                   ("stem spared", self.spare_stem)) if on]
@@ -89,6 +93,8 @@ def run(build: Callable[[], nn.Module], seed: int, init: Init,
     rng = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
+            if init.stem_only and name != stem:
+                p.copy_(default[name])
             if p.dim() >= 2 and init.spare_stem and name != stem:
                 p.copy_(add_noise(p, "weight", init.noise, rng))
             if p.dim() >= 2 and init.rescale:
@@ -119,6 +125,9 @@ def main() -> None:
                         help="also each prediction with 1-D parameters at their default")
     parser.add_argument("--spare-stem", action="store_true",
                         help="also each noise with the stem left at its bare prediction")
+    parser.add_argument("--stem-only", action="store_true",
+                        help="also the bare prediction of the stem with the default init "
+                             "everywhere else")
     args = parser.parse_args()
     generator = hyperinit.load_generator(args.generator)
     device = torch.device(args.device)
@@ -130,6 +139,8 @@ def main() -> None:
     inits = [Init(n, r, d) for n in args.noise for r, d in flags]
     if args.spare_stem:
         inits += [Init(n, spare_stem=True) for n in args.noise if n]
+    if args.stem_only:
+        inits.append(Init(0, stem_only=True))
     means: dict[str, dict[str, list[float]]] = {}
     for name, build in architectures(args.families, args.arch_seeds, args.archs).items():
         for init in [*inits, Init(None)]:
