@@ -5,7 +5,7 @@
     hyperinit.save_init("hf:gpt2", "gpt2-init.safetensors", seed=1)
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .errors import CheckpointError, GeneratorLimitError, OutputPathError  # noqa: E402
 from .ghn import GHNConfig, GraphHyperNetwork  # noqa: E402

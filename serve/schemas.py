@@ -87,7 +87,7 @@ class Health(BaseModel):
     """Liveness and load."""
 
     status: Literal["ok"] = "ok"
-    version: str = Field(description="hyperinit version.", examples=["0.1.0"])
+    version: str = Field(description="hyperinit version.", examples=["0.2.0"])
     generations_in_flight: int = Field(ge=0, description="Generations running or queued.")
     cache_entries: int = Field(ge=0, description="Inits in the disk cache.")
     cache_bytes: int = Field(ge=0, description="Bytes of inits in the disk cache.")

@@ -15,9 +15,8 @@ it is evaluated on.
 
 Sampled models stay small enough to train on a CPU: CNNs under 1M parameters, transformers
 under 2M (except :class:`GPT2Like`, up to 16M, for GPU training), and image models under
-150M multiply-accumulates per image (ResNet-18 on CIFAR
-takes 560M). A draw over its sampler's ``max_params`` or ``max_macs`` is redrawn from the
-same stream.
+150M multiply-accumulates per image (ResNet-18 on CIFAR takes 560M). A draw over its
+sampler's ``max_params`` or ``max_macs`` is redrawn from the same stream.
 """
 
 from __future__ import annotations
