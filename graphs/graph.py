@@ -168,7 +168,7 @@ class ArchGraph:
         and the sparse forward distances ``dist_index``/``dist`` (pairs within the cutoff).
         Many graphs batch with ``torch_geometric.data.Batch``.
         """
-        from torch_geometric.data import Data
+        from .pyg import Data
 
         d = self.distances
         src, dst = np.nonzero((d > 0) & (d <= DISTANCE_CUTOFF))

@@ -256,7 +256,7 @@ class WeightDiffusion(nn.Module, PyTorchModelHubMixin, library_name="hyperinit",
 
     def embed(self, graphs: Sequence[ArchGraph]) -> list[torch.Tensor]:
         """Node embeddings, one ``(nodes, hidden)`` tensor per graph."""
-        from torch_geometric.data import Batch
+        from graphs.pyg import Batch
 
         device = self.inp.weight.device
         batch = Batch.from_data_list([g.to_data() for g in graphs]).to(device)

@@ -90,7 +90,7 @@ class GraphEncoder(nn.Module):
 
     def forward(self, batch) -> torch.Tensor:
         """Returns embeddings ``(total_nodes, dim)`` in the batch's node order."""
-        from torch_geometric.utils import to_dense_batch
+        from graphs.pyg import to_dense_batch
 
         h, mask = to_dense_batch(self.features(batch), batch.batch)
         bias = self._attention_bias(batch, mask)

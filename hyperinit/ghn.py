@@ -56,7 +56,7 @@ class GraphHyperNetwork(nn.Module, PyTorchModelHubMixin, library_name="hyperinit
 
     def embed(self, graphs: list[ArchGraph]) -> list[torch.Tensor]:
         """Node embeddings, one ``(nodes, hidden)`` tensor per graph."""
-        from torch_geometric.data import Batch
+        from graphs.pyg import Batch
 
         device = next(self.parameters()).device
         batch = Batch.from_data_list([g.to_data() for g in graphs]).to(device)

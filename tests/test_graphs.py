@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
-from torch_geometric.data import Batch
 
 import graphs
+from graphs.pyg import Batch
 
 TORCHVISION = torchvision.models.list_models(module=torchvision.models)
 HF = ["hf:gpt2", "hf:llama", "hf:bert", "hf:vit", "hf:t5"]
@@ -130,6 +130,17 @@ def test_arch_hash_is_stable_across_processes():
     code = "import graphs; print(graphs.build('torchvision:mobilenet_v3_small').arch_hash)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == graphs.build("torchvision:mobilenet_v3_small").arch_hash
+
+
+def test_pyg_import_shows_no_torchscript_deprecation():
+    """Importing torch_geometric calls torch.jit.script, which newer PyTorch answers with a
+    FutureWarning on every command; graphs.pyg is the one place it is imported, quietly."""
+    code = ("import graphs, graphs.pyg\n"
+            "graphs.pyg.Batch.from_data_list([graphs.build('torchvision:resnet18').to_data()])")
+    out = subprocess.run(
+        [sys.executable, "-W", "error:`torch.jit.script` is deprecated:FutureWarning", "-c",
+         code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
 
 
 def test_to_data_and_batch():
