@@ -15,14 +15,17 @@ default; both flags together add the init with both changes. ``--spare-stem`` ad
 F, the init where the stem (the first weight the image meets) keeps its bare prediction and
 only the other weights get the noise; ``--stem-only`` the init with the stem's bare
 prediction and the default init everywhere else. They separate the predicted stem, which
-speeds training up, from the deeper predicted layers, which slow it down.
+speeds training up, from the deeper predicted layers, which slow it down. ``--orth`` adds,
+for each F, the init with every weight but the head orthogonalized after the noise (all its
+singular values made equal, at its own norm): the fix for poorly conditioned predictions of
+Knyazev (2022), "Pretraining a Neural Network before Knowing Its Architecture".
 
 ``--archs NAME ...`` runs held-out architectures instead, to check a choice already made;
 no noise is chosen from them.
 
 Run with ``.venv/bin/python bench/init_noise.py`` (``--families``, ``--arch-seeds``,
 ``--archs``, ``--noise``, ``--seeds``, ``--generator``, ``--data``, ``--device``, ``--rescale``,
-``--default-norms``, ``--spare-stem``, ``--stem-only``).
+``--default-norms``, ``--spare-stem``, ``--stem-only``, ``--orth``).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Init:
     default_norms: bool = False
     spare_stem: bool = False
     stem_only: bool = False
+    orth: bool = False
 
     @property
     def name(self) -> str:
@@ -62,7 +66,8 @@ class Init:
             return "stem only"
         extras = [n for n, on in (("rescale", self.rescale),
                                   ("default norms", self.default_norms),
-                                  ("stem spared", self.spare_stem)) if on]
+                                  ("stem spared", self.spare_stem),
+                                  ("orth", self.orth)) if on]
         return " + ".join([f"noise {self.noise:g}", *extras])
 
 
@@ -89,7 +94,8 @@ def run(build: Callable[[], nn.Module], seed: int, init: Init,
     default = {k: v.detach().clone() for k, v in model.named_parameters()}
     if init.noise is not None:
         hyperinit.predict(model, generator, seed=seed, noise=0 if init.spare_stem else init.noise)
-    stem = next(name for name, p in model.named_parameters() if p.dim() >= 2)
+    matrices = [name for name, p in model.named_parameters() if p.dim() >= 2]
+    stem, head = matrices[0], matrices[-1]
     rng = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -97,6 +103,8 @@ def run(build: Callable[[], nn.Module], seed: int, init: Init,
                 p.copy_(default[name])
             if p.dim() >= 2 and init.spare_stem and name != stem:
                 p.copy_(add_noise(p, "weight", init.noise, rng))
+            if p.dim() >= 2 and init.orth and name != head:
+                p.copy_(orthogonalized(p))
             if p.dim() >= 2 and init.rescale:
                 p.mul_(default[name].std() / p.std())
             elif p.dim() < 2 and init.default_norms:
@@ -104,6 +112,15 @@ def run(build: Callable[[], nn.Module], seed: int, init: Init,
     torch.manual_seed(seed)
     points = evaluate.train_and_measure(model.to(device), cfg, eval_data, seed, device)
     return {k: round(100 * v["accuracy"], 1) for k, v in points.items()}
+
+
+def orthogonalized(weight: torch.Tensor) -> torch.Tensor:
+    """The nearest matrix with equal singular values (``U V^T`` of the SVD, output channels
+    by the rest), at the weight's own Frobenius norm."""
+    matrix = weight.reshape(weight.shape[0], -1)
+    u, _, vh = torch.linalg.svd(matrix, full_matrices=False)
+    q = u @ vh
+    return (q * (matrix.norm() / q.norm())).reshape(weight.shape)
 
 
 def main() -> None:
@@ -128,6 +145,9 @@ def main() -> None:
     parser.add_argument("--stem-only", action="store_true",
                         help="also the bare prediction of the stem with the default init "
                              "everywhere else")
+    parser.add_argument("--orth", action="store_true",
+                        help="also each noise with every predicted weight but the head "
+                             "orthogonalized at its own norm, after the noise")
     args = parser.parse_args()
     generator = hyperinit.load_generator(args.generator)
     device = torch.device(args.device)
@@ -139,6 +159,8 @@ def main() -> None:
     inits = [Init(n, r, d) for n in args.noise for r, d in flags]
     if args.spare_stem:
         inits += [Init(n, spare_stem=True) for n in args.noise if n]
+    if args.orth:
+        inits += [Init(n, orth=True) for n in args.noise]
     if args.stem_only:
         inits.append(Init(0, stem_only=True))
     means: dict[str, dict[str, list[float]]] = {}
