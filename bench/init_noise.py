@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 import hyperinit
-from hyperinit.predict import add_noise
+from hyperinit.predict import add_noise, orthogonalize
 from training import evaluate, samplers
 
 ZERO_SHOT_FLOOR = 15.0  # % at k=0 a chosen noise must keep (chance is 10%)
@@ -104,7 +104,7 @@ def run(build: Callable[[], nn.Module], seed: int, init: Init,
             if p.dim() >= 2 and init.spare_stem and name != stem:
                 p.copy_(add_noise(p, "weight", init.noise, rng))
             if p.dim() >= 2 and init.orth and name != head:
-                p.copy_(orthogonalized(p))
+                p.copy_(orthogonalize(p))
             if p.dim() >= 2 and init.rescale:
                 p.mul_(default[name].std() / p.std())
             elif p.dim() < 2 and init.default_norms:
@@ -112,15 +112,6 @@ def run(build: Callable[[], nn.Module], seed: int, init: Init,
     torch.manual_seed(seed)
     points = evaluate.train_and_measure(model.to(device), cfg, eval_data, seed, device)
     return {k: round(100 * v["accuracy"], 1) for k, v in points.items()}
-
-
-def orthogonalized(weight: torch.Tensor) -> torch.Tensor:
-    """The nearest matrix with equal singular values (``U V^T`` of the SVD, output channels
-    by the rest), at the weight's own Frobenius norm."""
-    matrix = weight.reshape(weight.shape[0], -1)
-    u, _, vh = torch.linalg.svd(matrix, full_matrices=False)
-    q = u @ vh
-    return (q * (matrix.norm() / q.norm())).reshape(weight.shape)
 
 
 def main() -> None:

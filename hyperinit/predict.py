@@ -204,6 +204,44 @@ def add_noise(tensor: torch.Tensor, role: str, noise: float,
     return (1 - noise) ** 0.5 * tensor + noise ** 0.5 * tensor.std() * eps
 
 
+# Newton-Schulz steps of orthogonalize: quintic ones first, which grow small singular values
+# about 3.4x a step (Muon's coefficients, Jordan et al. 2024) but leave them in [0.7, 1.2];
+# then cubic ones, which converge to exactly 1 from there.
+QUINTIC_STEPS, QUINTIC = 8, (3.4445, -4.7750, 2.0315)
+CUBIC_STEPS = 6
+
+
+def orthogonalize(weight: torch.Tensor) -> torch.Tensor:
+    """The weight with all its singular values made equal, at its own Frobenius norm.
+
+    The matrix is output channels by the rest; the result is its polar factor ``U V^T``
+    (the nearest matrix with orthonormal rows or columns), rescaled. It keeps the directions
+    a generator predicted but not their conditioning, which is what slows SGD from a
+    prediction (Knyazev, 2022, "Pretraining a Neural Network before Knowing Its
+    Architecture"). Computed with Newton-Schulz steps, so it is differentiable and can be
+    trained through. Singular values below about 1e-5 of the norm stay below 1, so an
+    exactly low-rank prediction (``noise`` 0) stays low-rank; with noise it is full-rank.
+    """
+    matrix = weight.reshape(weight.shape[0], -1)
+    wide = matrix.T if matrix.shape[0] > matrix.shape[1] else matrix  # the small Gram side
+    x = wide / (wide.norm() + 1e-12)  # singular values in (0, 1]: the steps converge
+    a, b, c = QUINTIC
+    for _ in range(QUINTIC_STEPS):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    for _ in range(CUBIC_STEPS):
+        x = 1.5 * x - 0.5 * (x @ x.T) @ x
+    x = x.T if matrix.shape[0] > matrix.shape[1] else x
+    return (x * (matrix.norm() / (x.norm() + 1e-12))).reshape(weight.shape)
+
+
+def orth_names(graph: ArchGraph) -> set[str]:
+    """The parameters :func:`orthogonalize` applies to: every weight matrix or kernel but the
+    head (the last weight before the output), which maps features to classes or tokens."""
+    weights = [p.name for p in graph.params if p.role == "weight" and len(p.shape) >= 2]
+    return set(weights[:-1])
+
+
 @torch.no_grad()
 def _stream(target: _Target, generator: GraphHyperNetwork, seed: int, noise: float,
             dtype: torch.dtype | None) -> tuple[list[TensorInfo], Iterator]:

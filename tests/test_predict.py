@@ -18,7 +18,7 @@ from torch.func import functional_call
 import graphs
 import hyperinit
 from hyperinit.decoder import matrix_shape, normalized_product
-from hyperinit.predict import default_generator
+from hyperinit.predict import default_generator, orth_names, orthogonalize
 
 TINY = hyperinit.GHNConfig(hidden=16, layers=1, heads=2, rank=4, features=8)
 # One or two of each family; the slow tier runs all 80 torchvision classifiers with each
@@ -444,3 +444,32 @@ def test_cli_predict_compare_prints_side_by_side(tmp_path, capsys, ghn, shared_d
     assert main(["predict", "hf:gpt2", "--config", '{"n_layer": 1}', "--out",
                  str(tmp_path / "g.safetensors"), "--compare", "2"]) == 2
     assert "image classifiers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("shape", [(64, 3, 3, 3), (16, 32, 3, 3), (24, 24), (8, 1, 3, 3)])
+def test_orthogonalize_flattens_the_spectrum_and_keeps_the_norm(shape):
+    """Like a noisy prediction (low rank plus noise), in every layout: tall, wide, square,
+    depthwise. The result is the polar factor of the SVD, rescaled to the input's norm."""
+    torch.manual_seed(0)
+    rows, cols = shape[0], math.prod(shape[1:])
+    low_rank = torch.randn(rows, 2) @ torch.randn(2, cols)
+    weight = (0.5**0.5 * low_rank + 0.5**0.5 * low_rank.std() * torch.randn(rows, cols))
+    weight = weight.reshape(shape).requires_grad_()
+    out = orthogonalize(weight)
+    singular = torch.linalg.svdvals(out.detach().reshape(rows, -1))
+    assert singular.max() / singular.min() < 1.001
+    assert out.norm().item() == pytest.approx(weight.norm().item(), rel=1e-5)
+    u, _, vh = torch.linalg.svd(weight.detach().reshape(rows, -1), full_matrices=False)
+    polar = (u @ vh) * weight.norm().item() / (u @ vh).norm()
+    torch.testing.assert_close(out.detach().reshape(rows, -1), polar, atol=1e-4, rtol=1e-4)
+    (grad,) = torch.autograd.grad((out * torch.randn(shape)).sum(), weight)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_orth_names_are_the_weights_before_the_head():
+    graph = graphs.build("torchvision:resnet18")
+    names = orth_names(graph)
+    assert "conv1.weight" in names and "layer4.1.conv2.weight" in names
+    assert "fc.weight" not in names  # the head
+    assert not any(n.endswith("bias") or n.startswith("bn") for n in names)
+    assert len(names) == 20  # 17 3x3 convs, the stem and 3 shortcut convs, less none

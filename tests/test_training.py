@@ -171,6 +171,22 @@ def test_noise_aware_training_and_the_generators_noise(tmp_path, shared_data):
     assert reset.model.config.noise == 0.0
 
 
+def test_orth_training_goes_through_the_orthogonalized_prediction(tmp_path, shared_data):
+    """``orth=true`` trains on the predictions after noise and orthogonalization: the same
+    generator, data and noise give another loss, and the gradient reaches the generator
+    through the Newton-Schulz steps, finite."""
+    plain, orth = (GHNTrainer(tiny_config(tmp_path / name, noise=0.5, **kw))
+                   for name, kw in (("plain", {}), ("orth", {"orth": True})))
+    orth.model.load_state_dict(plain.model.state_dict())
+    loss, metrics = orth.loss()
+    assert metrics["task_loss"] != plain.loss()[1]["task_loss"]
+    loss.backward()
+    grads = [p.grad for p in orth.model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    with pytest.raises(ValueError, match="orth only applies to generator='ghn'"):
+        TrainConfig(generator="diffusion", zoo="z", orth=True)
+
+
 def test_resume_is_exact(tmp_path, generator_config):
     straight = make_trainer(generator_config(tmp_path / "a"))
     straight.train()

@@ -53,6 +53,9 @@ class TrainConfig:
     # training); also written to the trained generator's config.json as its default noise.
     # None: no noise in training, and the init's noise (if any) stays in its config
     noise: float | None = None
+    # ghn: train with every predicted weight but the head orthogonalized after the noise
+    # (hyperinit.predict.orthogonalize): the generator learns directions, not conditioning
+    orth: bool = False
     # generator size; None: the default of hyperinit.GHNConfig / hyperinit.DiffusionConfig
     hidden: int | None = None
     layers: int | None = None
@@ -93,7 +96,7 @@ class TrainConfig:
         if self.lookahead_steps < 0 or self.lookahead_lr <= 0:
             raise ValueError(f"lookahead_steps must be at least 0 and lookahead_lr above 0, got "
                              f"{self.lookahead_steps} and {self.lookahead_lr}")
-        for name in ("lookahead_steps", "noise"):
+        for name in ("lookahead_steps", "noise", "orth"):
             if getattr(self, name) and self.generator != "ghn":
                 raise ValueError(f"{name} only applies to generator='ghn'")
         if self.noise is not None and not 0 <= self.noise < 1:

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 import graphs
 from hyperinit import CheckpointError, GHNConfig, GraphHyperNetwork, load_generator
-from hyperinit.predict import add_noise
+from hyperinit.predict import add_noise, orth_names, orthogonalize
 
 from . import data, samplers
 from .config import TrainConfig
@@ -355,6 +355,8 @@ class GHNTrainer(Trainer):
                 rng = torch.Generator().manual_seed(self.picks(self.step, 1, 2**62)[0])
                 predicted = [with_noise(a.graph, t, cfg.noise, rng)
                              for a, t in zip(archs, predicted, strict=True)]
+            if cfg.orth:
+                predicted = [with_orth(a.graph, t) for a, t in zip(archs, predicted, strict=True)]
             losses, after = [], []
             for arch, tensors in zip(archs, predicted, strict=True):
                 # Predicted tensors come out of autocast in bf16; parameters are kept fp32
@@ -384,6 +386,19 @@ def with_noise(graph: graphs.ArchGraph, tensors: dict[str, torch.Tensor], noise:
     for p in graph.params:
         out[p.name] = add_noise(tensors[p.name], p.role, noise, rng)
         out.update(dict.fromkeys(p.tied, out[p.name]))
+    return out
+
+
+def with_orth(graph: graphs.ArchGraph, tensors: dict[str, torch.Tensor],
+              ) -> dict[str, torch.Tensor]:
+    """Predicted tensors with :func:`hyperinit.predict.orthogonalize` applied where it
+    applies (tied names stay one tensor), differentiable in the prediction."""
+    names = orth_names(graph)
+    out = dict(tensors)
+    for p in graph.params:
+        if p.name in names:
+            out[p.name] = orthogonalize(tensors[p.name])
+            out.update(dict.fromkeys(p.tied, out[p.name]))
     return out
 
 
