@@ -28,6 +28,8 @@ class GHNConfig:
     ``noise`` is not part of the network: it is the default of ``hyperinit.predict``'s
     ``noise`` for this generator (the fraction of each weight's variance drawn at random),
     chosen per checkpoint on training-pool architectures and written to its config.json.
+    ``orth`` says the network was trained through ``hyperinit.predict.orthogonalize``:
+    its predictions are orthogonalized after the noise, every weight but the head.
     """
 
     hidden: int = 64
@@ -36,6 +38,7 @@ class GHNConfig:
     rank: int = 32
     features: int = 64
     noise: float = 0.0
+    orth: bool = False
 
 
 class GraphHyperNetwork(nn.Module, PyTorchModelHubMixin, library_name="hyperinit",

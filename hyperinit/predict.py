@@ -178,7 +178,8 @@ def resolve_noise(generator: nn.Module, noise: float | None) -> float:
 def _tensors(generator: nn.Module, graph: ArchGraph, seed: int,
              noise: float) -> Iterator[tuple[str, torch.Tensor]]:
     """The generator's tensors, in graph order, with ``noise`` of each weight's variance
-    replaced by Gaussian noise: ``sqrt(1 - noise) * w + sqrt(noise) * std(w) * eps``.
+    replaced by Gaussian noise: ``sqrt(1 - noise) * w + sqrt(noise) * std(w) * eps``, then
+    orthogonalized if the generator was trained so (``GHNConfig.orth``).
 
     A GHN's prediction is deterministic, so for a GHN the seed only draws ``eps``; a
     diffusion generator's seed also fixes its sampling.
@@ -188,9 +189,11 @@ def _tensors(generator: nn.Module, graph: ArchGraph, seed: int,
     else:
         stream = generator.iter_tensors(graph, seed)
     roles = {p.name: p.role for p in graph.params}
+    orth = orth_names(graph) if getattr(generator.config, "orth", False) else set()
     rng = torch.Generator().manual_seed(int(seed))
     for name, tensor in stream:
-        yield name, add_noise(tensor, roles[name], noise, rng)
+        tensor = add_noise(tensor, roles[name], noise, rng)
+        yield name, orthogonalize(tensor) if name in orth else tensor
 
 
 def add_noise(tensor: torch.Tensor, role: str, noise: float,

@@ -72,7 +72,7 @@ class GeneratorInfo(BaseModel):
     id: str = Field(description="Name and weights revision, as stored in the init's metadata.",
                     examples=["untrained@seed0"])
     default: bool = Field(description="Used when a request names no generator.")
-    config: dict[str, int | float | str] = Field(
+    config: dict[str, bool | int | float | str] = Field(
         description="The generator's config (GHNConfig, or DiffusionConfig with its kind).",
         examples=[{"hidden": 64, "layers": 3, "heads": 8, "rank": 32, "features": 64}])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -473,3 +474,24 @@ def test_orth_names_are_the_weights_before_the_head():
     assert "fc.weight" not in names  # the head
     assert not any(n.endswith("bias") or n.startswith("bn") for n in names)
     assert len(names) == 20  # 17 3x3 convs, the stem and 3 shortcut convs, less none
+
+
+def test_a_generator_trained_through_orth_predicts_orthogonalized_weights():
+    """``GHNConfig.orth``: every weight but the head is orthogonalized after the noise; the
+    rest of the prediction is the same as without it."""
+    torch.manual_seed(0)
+    plain = hyperinit.GraphHyperNetwork(TINY)
+    orth = hyperinit.GraphHyperNetwork(dataclasses.replace(TINY, orth=True))
+    orth.load_state_dict(plain.state_dict())
+    kwargs = {"seed": 3, "noise": 0.5, "num_classes": 10}
+    a = hyperinit.predict_state_dict("torchvision:resnet18", plain, **kwargs)
+    b = hyperinit.predict_state_dict("torchvision:resnet18", orth, **kwargs)
+    names = orth_names(graphs.build(graphs.resolve("torchvision:resnet18", num_classes=10)))
+    assert a.keys() == b.keys() and names
+    for name in a:
+        if name in names:
+            torch.testing.assert_close(b[name], orthogonalize(a[name]))
+            singular = torch.linalg.svdvals(b[name].reshape(b[name].shape[0], -1))
+            assert singular.max() / singular.min() < 1.001
+        else:
+            assert torch.equal(a[name], b[name]), name

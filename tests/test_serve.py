@@ -193,7 +193,7 @@ def test_generator_from_a_folder_is_served_by_its_name(main: Server):
     listed = main.client.get("/v1/generators").json()["generators"]
     assert [(g["name"], g["default"]) for g in listed] == [
         ("untrained", True), ("tiny-ghn", False), ("tiny-diffusion", False)]
-    assert listed[1]["config"]["hidden"] == 16
+    assert listed[1]["config"]["hidden"] == 16 and listed[1]["config"]["orth"] is False
     response = main.client.post("/v1/inits", json={**gpt2(seed=3), "generator": "tiny-ghn"})
     assert response.status_code == 200, response.text
     assert response.headers["x-generator"].startswith("tiny-ghn@")

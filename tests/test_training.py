@@ -174,7 +174,8 @@ def test_noise_aware_training_and_the_generators_noise(tmp_path, shared_data):
 def test_orth_training_goes_through_the_orthogonalized_prediction(tmp_path, shared_data):
     """``orth=true`` trains on the predictions after noise and orthogonalization: the same
     generator, data and noise give another loss, and the gradient reaches the generator
-    through the Newton-Schulz steps, finite."""
+    through the Newton-Schulz steps, finite. The generator keeps ``orth`` in its config, and
+    fine-tuning it keeps it unless told otherwise."""
     plain, orth = (GHNTrainer(tiny_config(tmp_path / name, noise=0.5, **kw))
                    for name, kw in (("plain", {}), ("orth", {"orth": True})))
     orth.model.load_state_dict(plain.model.state_dict())
@@ -185,6 +186,11 @@ def test_orth_training_goes_through_the_orthogonalized_prediction(tmp_path, shar
     assert grads and all(torch.isfinite(g).all() for g in grads)
     with pytest.raises(ValueError, match="orth only applies to generator='ghn'"):
         TrainConfig(generator="diffusion", zoo="z", orth=True)
+    exported = train(tiny_config(tmp_path / "run", steps=2, orth=True))
+    assert hyperinit.load_generator(exported).config.orth is True  # predictions get it too
+    assert make_trainer(tiny_config(tmp_path / "kept", init=str(exported))).model.config.orth
+    off = make_trainer(tiny_config(tmp_path / "off", init=str(exported), orth=False))
+    assert off.model.config.orth is False
 
 
 def test_resume_is_exact(tmp_path, generator_config):

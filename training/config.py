@@ -54,8 +54,10 @@ class TrainConfig:
     # None: no noise in training, and the init's noise (if any) stays in its config
     noise: float | None = None
     # ghn: train with every predicted weight but the head orthogonalized after the noise
-    # (hyperinit.predict.orthogonalize): the generator learns directions, not conditioning
-    orth: bool = False
+    # (hyperinit.predict.orthogonalize), so the generator learns directions, not conditioning;
+    # written to the generator's config.json, so predictions are orthogonalized too.
+    # None: as the init (false for a new generator)
+    orth: bool | None = None
     # generator size; None: the default of hyperinit.GHNConfig / hyperinit.DiffusionConfig
     hidden: int | None = None
     layers: int | None = None

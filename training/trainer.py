@@ -174,6 +174,8 @@ class Trainer:
         self.model.load_state_dict(source.state_dict())
         if self.cfg.noise is None and hasattr(source.config, "noise"):
             self.model.config.noise = source.config.noise  # a GHN's default noise
+        if self.cfg.orth is None and hasattr(source.config, "orth"):
+            self.model.config.orth = source.config.orth  # trained through it: keep it so
 
     # ----- one step -----------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -297,8 +299,9 @@ class GHNTrainer(Trainer):
             self._prebuild(self.cfg.prebuild_workers)
 
     def build_model(self) -> GraphHyperNetwork:
-        noise = {} if self.cfg.noise is None else {"noise": self.cfg.noise}
-        return GraphHyperNetwork(GHNConfig(**self.cfg.size(), **noise))
+        options = {k: getattr(self.cfg, k) for k in ("noise", "orth")
+                   if getattr(self.cfg, k) is not None}
+        return GraphHyperNetwork(GHNConfig(**self.cfg.size(), **options))
 
     def _batches(self):
         cfg, seed = self.cfg, self.cfg.seed * 1000 + self.rank
@@ -355,7 +358,7 @@ class GHNTrainer(Trainer):
                 rng = torch.Generator().manual_seed(self.picks(self.step, 1, 2**62)[0])
                 predicted = [with_noise(a.graph, t, cfg.noise, rng)
                              for a, t in zip(archs, predicted, strict=True)]
-            if cfg.orth:
+            if self.model.config.orth:
                 predicted = [with_orth(a.graph, t) for a, t in zip(archs, predicted, strict=True)]
             losses, after = [], []
             for arch, tensors in zip(archs, predicted, strict=True):
@@ -403,8 +406,9 @@ def with_orth(graph: graphs.ArchGraph, tensors: dict[str, torch.Tensor],
 
 
 def _size(generator: nn.Module) -> dict[str, Any]:
-    """A generator's config without ``noise``, which sets no weights and may differ."""
-    return {k: v for k, v in asdict(generator.config).items() if k != "noise"}
+    """A generator's config without ``noise`` and ``orth``, which set no weights' shapes
+    and may differ."""
+    return {k: v for k, v in asdict(generator.config).items() if k not in ("noise", "orth")}
 
 
 def build_arch(sampler: samplers.Mixed, seed: int, cfg: TrainConfig) -> Arch:
