@@ -10,6 +10,7 @@ sleeping, so they are deterministic.
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import subprocess
 import sys
@@ -152,6 +153,25 @@ def test_identical_request_is_a_cache_hit_with_the_same_bytes(main: Server,
     assert again.headers["x-cache"] == "hit"
     assert again.content == resnet18.content
     assert again.headers["etag"] == resnet18.headers["etag"]
+
+
+def test_a_generator_switched_to_orth_in_place_is_not_served_from_the_cache(tmp_path: Path):
+    """Same folder, same weights, ``orth`` turned on in its config.json: the service's cache
+    key changes, so inits made without it are not served for it."""
+    from serve.metrics import Metrics
+    from serve.schemas import InitRequest
+
+    folder = tmp_path / "tiny-ghn"
+    tiny = hyperinit.GHNConfig(hidden=16, layers=1, heads=2, rank=4, features=8)
+    hyperinit.GraphHyperNetwork(tiny).save_pretrained(folder)
+    request = InitRequest(**RESNET18, generator="tiny-ghn")
+    keys = []
+    for orth in (False, True):
+        settings = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**settings, "orth": orth}))
+        service = InitService(config(tmp_path, generators=(str(folder),)), Metrics())
+        keys.append(service.job(request).key)
+    assert keys[0] != keys[1]
 
 
 def test_conditional_and_by_hash_requests(main: Server, resnet18: httpx.Response):
