@@ -109,13 +109,17 @@ def _kind(folder: Path) -> str | None:
 
 
 def generator_id(generator: GraphHyperNetwork) -> str:
-    """``name@revision`` for metadata: the folder name and a hash of its weights."""
+    """``name@revision`` for metadata: the folder name and a hash of its weights, and
+    ``+orth`` if its predictions are orthogonalized (a config setting, not in the weights),
+    so inits, service cache keys and evaluation rows tell the two apart."""
     path = getattr(generator, "name_or_path", "")
     if path == UNTRAINED:
-        return f"{UNTRAINED}@seed0"
-    if path.startswith("hub:"):  # hub:OWNER/NAME@COMMIT_SHA, set by hub.resolve_generator
-        return path
-    return folder_id(path)
+        base = f"{UNTRAINED}@seed0"
+    elif path.startswith("hub:"):  # hub:OWNER/NAME@COMMIT_SHA, set by hub.resolve_generator
+        base = path
+    else:
+        base = folder_id(path)
+    return base + ("+orth" if getattr(generator.config, "orth", False) else "")
 
 
 def folder_id(folder: str | Path) -> str:

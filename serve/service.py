@@ -231,11 +231,9 @@ class InitService:
         generator = self.generators.get(request.generator)
         spec = resolve_arch(request)
         noise = resolve_noise(generator.model, request.noise)
-        # The generator's id hashes its weights; ``orth`` is in its config only.
-        orth = getattr(generator.model.config, "orth", False)
         key = request_key({"arch": spec.canonical(), "generator": generator.id,
-                           "seed": request.seed, "noise": noise, "orth": orth,
-                           "dtype": request.dtype, "hyperinit": hyperinit.__version__})
+                           "seed": request.seed, "noise": noise, "dtype": request.dtype,
+                           "hyperinit": hyperinit.__version__})
         return InitJob(spec, generator, request.seed, noise, request.dtype, key)
 
     async def serve(self, job: InitJob) -> Served:

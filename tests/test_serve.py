@@ -156,8 +156,8 @@ def test_identical_request_is_a_cache_hit_with_the_same_bytes(main: Server,
 
 
 def test_a_generator_switched_to_orth_in_place_is_not_served_from_the_cache(tmp_path: Path):
-    """Same folder, same weights, ``orth`` turned on in its config.json: the service's cache
-    key changes, so inits made without it are not served for it."""
+    """Same folder, same weights, ``orth`` turned on in its config.json: the generator's id
+    and the service's cache key change, so inits made without it are not served for it."""
     from serve.metrics import Metrics
     from serve.schemas import InitRequest
 
@@ -171,6 +171,7 @@ def test_a_generator_switched_to_orth_in_place_is_not_served_from_the_cache(tmp_
         (folder / "config.json").write_text(json.dumps({**settings, "orth": orth}))
         service = InitService(config(tmp_path, generators=(str(folder),)), Metrics())
         keys.append(service.job(request).key)
+        assert service.generators.get("tiny-ghn").id.endswith("+orth") == orth
     assert keys[0] != keys[1]
 
 
