@@ -353,13 +353,11 @@ class GHNTrainer(Trainer):
         ahead = [next(self.batches) for _ in range(cfg.lookahead_steps)]
         with self.autocast(), twice_differentiable() if ahead else contextlib.nullcontext():
             predicted = self.model([a.graph for a in archs])
-            if cfg.noise:
+            if cfg.noise or self.model.config.orth:
                 # seeded by (seed, step, rank), like the picks: a resumed run draws the same
                 rng = torch.Generator().manual_seed(self.picks(self.step, 1, 2**62)[0])
-                predicted = [with_noise(a.graph, t, cfg.noise, rng)
-                             for a, t in zip(archs, predicted, strict=True)]
-            if self.model.config.orth:
-                predicted = [with_orth(a.graph, t) for a, t in zip(archs, predicted, strict=True)]
+                predicted = [as_predicted(a.graph, t, cfg.noise or 0.0, self.model.config.orth,
+                                          rng) for a, t in zip(archs, predicted, strict=True)]
             losses, after = [], []
             for arch, tensors in zip(archs, predicted, strict=True):
                 # Predicted tensors come out of autocast in bf16; parameters are kept fp32
@@ -381,27 +379,17 @@ class GHNTrainer(Trainer):
         return loss, metrics
 
 
-def with_noise(graph: graphs.ArchGraph, tensors: dict[str, torch.Tensor], noise: float,
-               rng: torch.Generator) -> dict[str, torch.Tensor]:
-    """Predicted tensors as ``hyperinit.predict(noise=noise)`` gives them (tied names stay one
-    tensor), differentiable in the prediction."""
+def as_predicted(graph: graphs.ArchGraph, tensors: dict[str, torch.Tensor], noise: float,
+                 orth: bool, rng: torch.Generator) -> dict[str, torch.Tensor]:
+    """Predicted tensors as ``hyperinit.predict`` gives them: with ``noise``, then
+    orthogonalized if ``orth`` (tied names stay one tensor), differentiable in the
+    prediction."""
+    names = orth_names(graph) if orth else set()
     out = {}
     for p in graph.params:
-        out[p.name] = add_noise(tensors[p.name], p.role, noise, rng)
+        tensor = add_noise(tensors[p.name], p.role, noise, rng)
+        out[p.name] = orthogonalize(tensor) if p.name in names else tensor
         out.update(dict.fromkeys(p.tied, out[p.name]))
-    return out
-
-
-def with_orth(graph: graphs.ArchGraph, tensors: dict[str, torch.Tensor],
-              ) -> dict[str, torch.Tensor]:
-    """Predicted tensors with :func:`hyperinit.predict.orthogonalize` applied where it
-    applies (tied names stay one tensor), differentiable in the prediction."""
-    names = orth_names(graph)
-    out = dict(tensors)
-    for p in graph.params:
-        if p.name in names:
-            out[p.name] = orthogonalize(tensors[p.name])
-            out.update(dict.fromkeys(p.tied, out[p.name]))
     return out
 
 
