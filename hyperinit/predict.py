@@ -196,8 +196,15 @@ def _tensors(generator: nn.Module, graph: ArchGraph, seed: int,
     orth = orth_names(graph) if getattr(generator.config, "orth", False) else set()
     rng = torch.Generator().manual_seed(int(seed))
     for name, tensor in stream:
-        tensor = add_noise(tensor, roles[name], noise, rng)
-        yield name, orthogonalize(tensor) if name in orth else tensor
+        yield name, finish(tensor, roles[name], noise, rng, orth=name in orth)
+
+
+def finish(tensor: torch.Tensor, role: str, noise: float, rng: torch.Generator,
+           orth: bool) -> torch.Tensor:
+    """One generated tensor as predictions give it: with ``noise`` (:func:`add_noise`), then
+    orthogonalized if ``orth``. Differentiable, so training goes through the same steps."""
+    tensor = add_noise(tensor, role, noise, rng)
+    return orthogonalize(tensor) if orth else tensor
 
 
 def add_noise(tensor: torch.Tensor, role: str, noise: float,
@@ -230,7 +237,8 @@ def orthogonalize(weight: torch.Tensor) -> torch.Tensor:
     exactly low-rank prediction (``noise`` 0) stays low-rank; with noise it is full-rank.
     """
     matrix = weight.reshape(weight.shape[0], -1)
-    wide = matrix.T if matrix.shape[0] > matrix.shape[1] else matrix  # the small Gram side
+    tall = matrix.shape[0] > matrix.shape[1]
+    wide = matrix.T if tall else matrix  # iterate on the small Gram side
     x = wide / (wide.norm() + 1e-12)  # singular values in (0, 1]: the steps converge
     a, b, c = QUINTIC
     for _ in range(QUINTIC_STEPS):
@@ -238,7 +246,7 @@ def orthogonalize(weight: torch.Tensor) -> torch.Tensor:
         x = a * x + (b * gram + c * gram @ gram) @ x
     for _ in range(CUBIC_STEPS):
         x = 1.5 * x - 0.5 * (x @ x.T) @ x
-    x = x.T if matrix.shape[0] > matrix.shape[1] else x
+    x = x.T if tall else x
     return (x * (matrix.norm() / (x.norm() + 1e-12))).reshape(weight.shape)
 
 

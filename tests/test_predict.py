@@ -473,7 +473,7 @@ def test_orth_names_are_the_weights_before_the_head():
     assert "conv1.weight" in names and "layer4.1.conv2.weight" in names
     assert "fc.weight" not in names  # the head
     assert not any(n.endswith("bias") or n.startswith("bn") for n in names)
-    assert len(names) == 20  # 17 3x3 convs, the stem and 3 shortcut convs, less none
+    assert len(names) == 20  # the stem, 16 3x3 convs and 3 shortcut convs
 
 
 def test_a_generator_trained_through_orth_predicts_orthogonalized_weights():

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 import graphs
 from hyperinit import CheckpointError, GHNConfig, GraphHyperNetwork, load_generator
-from hyperinit.predict import add_noise, orth_names, orthogonalize
+from hyperinit.predict import finish, orth_names
 
 from . import data, samplers
 from .config import TrainConfig
@@ -387,8 +387,7 @@ def as_predicted(graph: graphs.ArchGraph, tensors: dict[str, torch.Tensor], nois
     names = orth_names(graph) if orth else set()
     out = {}
     for p in graph.params:
-        tensor = add_noise(tensors[p.name], p.role, noise, rng)
-        out[p.name] = orthogonalize(tensor) if p.name in names else tensor
+        out[p.name] = finish(tensors[p.name], p.role, noise, rng, orth=p.name in names)
         out.update(dict.fromkeys(p.tied, out[p.name]))
     return out
 
