@@ -467,6 +467,23 @@ def test_orthogonalize_flattens_the_spectrum_and_keeps_the_norm(shape):
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("family", ["vgg", "convnext", "mobilenet"])
+def test_orthogonalize_is_the_polar_factor_on_shipped_noisy_predictions(family):
+    """On what it is used for, ``ghn-cifar10``'s predictions with noise 0.5 (convolutions,
+    depthwise kernels, linear layers), it matches the SVD polar factor at the same norm."""
+    from training.samplers import image_samplers
+
+    model = next(s for s in image_samplers() if s.tag == family).build(7)
+    hyperinit.predict(model, "ghn-cifar10", seed=0, noise=0.5)
+    weights = [p.detach() for p in model.parameters() if p.dim() >= 2]
+    for weight in weights:
+        matrix = weight.reshape(weight.shape[0], -1)
+        u, _, vh = torch.linalg.svd(matrix, full_matrices=False)
+        polar = (u @ vh) * matrix.norm() / (u @ vh).norm()
+        torch.testing.assert_close(orthogonalize(weight).reshape(matrix.shape), polar,
+                                   atol=1e-4 * polar.abs().max().item(), rtol=1e-4)
+
+
 def test_orth_names_are_the_weights_before_the_head():
     graph = graphs.build("torchvision:resnet18")
     names = orth_names(graph)
