@@ -8,9 +8,14 @@ from pathlib import Path
 
 
 def _default_generators() -> tuple[str, ...]:
+    """Every shipped generator plus ``untrained``, the Python API's default first: the first
+    is the service's default, so a bare ``hyperinit serve`` predicts like ``hyperinit
+    predict``."""
     import hyperinit
+    from hyperinit.predict import default_generator
 
-    return tuple(hyperinit.list_generators())
+    first = default_generator()
+    return (first, *(name for name in hyperinit.list_generators() if name != first))
 
 
 def _default_cache_dir() -> Path:
@@ -25,7 +30,8 @@ class ServeConfig:
     Attributes:
         generators: generators a request may name: shipped names (``hyperinit
             list_generators``), ``"untrained"``, or checkpoint folders (requested by the
-            folder's name). Default: every shipped generator plus ``untrained``.
+            folder's name). Default: every shipped generator plus ``untrained``, the
+            Python API's and CLI's default generator first.
         default_generator: used when a request names none; default: the first of
             ``generators``.
         cache_dir: folder of the content-addressed init cache. One server process per

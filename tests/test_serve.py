@@ -224,6 +224,21 @@ def test_generator_from_a_folder_is_served_by_its_name(main: Server):
     assert default.headers["etag"] != response.headers["etag"]
 
 
+def test_a_bare_server_defaults_to_the_generator_of_the_cli_and_api(tmp_path: Path):
+    """No generators named: all shipped ones are served, and the default is
+    ``hyperinit.predict``'s (a ghn-*), which makes a ResNet-18, not the diffusion model."""
+    from hyperinit.predict import default_generator
+
+    bare = ServeConfig(cache_dir=tmp_path / "cache")
+    assert set(bare.generators) == set(hyperinit.list_generators())
+    with running(bare) as server:
+        listed = server.client.get("/v1/generators").json()["generators"]
+        assert [g["name"] for g in listed if g["default"]] == [default_generator()]
+        response = server.client.post("/v1/inits", json=RESNET18)
+        assert response.status_code == 200, response.text
+        assert response.headers["x-generator"].startswith(f"{default_generator()}@")
+
+
 def test_concurrent_identical_requests_share_one_generation(main: Server,
                                                             gate: threading.Event):
     generated = metric(main, "hyperinit_generation_seconds_count")
