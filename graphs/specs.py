@@ -4,8 +4,9 @@ Accepted forms (see :func:`resolve`):
 
 * ``"torchvision:resnet50"``: any model of ``torchvision.models.list_models()``;
 * ``"hf:gpt2"``, ``"hf:llama"``, ``"hf:gpt2-large"``: a ``transformers`` config built from
-  its ``model_type`` (plus a few well-known sizes), or a local ``config.json``; JSON
-  overrides go in ``config``. Remote code is never run;
+  its ``model_type`` (plus a few well-known sizes), or a local config named by an explicit
+  path (``"hf:./my-model"``, ``"hf:/abs/my-model/config.json"``; see
+  :func:`is_config_path`); JSON overrides go in ``config``. Remote code is never run;
 * ``"timm:NAME"`` when ``timm`` is installed;
 * a user's ``nn.Module`` instance, or an import path ``"package.module:ClassName"``
   (Python API and CLI only: the HTTP service never imports user code).
@@ -17,6 +18,8 @@ import difflib
 import importlib
 import inspect
 import json
+import os
+import re
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,13 +197,20 @@ def _torchvision_inputs(spec: ArchSpec) -> Any:
 
 
 # ----- transformers ---------------------------------------------------------------------
+def is_config_path(name: str) -> bool:
+    """Whether the ``NAME`` of ``hf:NAME`` is a local config: an explicit path, absolute or
+    starting with ``./`` or ``../``. Any other name is a model type or size from the
+    registry and never a file, so a folder ``gpt2/`` in the working directory (``hyperinit
+    pull ... --out gpt2`` makes one) cannot stand in for ``hf:gpt2``."""
+    return os.path.isabs(name) or re.split(r"[\\/]", name, maxsplit=1)[0] in (".", "..")
+
+
 def _hf_config(spec: ArchSpec):
     from transformers import AutoConfig
 
     overrides = dict(spec.kwargs)
-    path = Path(spec.name)
-    if path.suffix == ".json" or path.is_dir():
-        config = AutoConfig.from_pretrained(str(path), trust_remote_code=False, **overrides)
+    if is_config_path(spec.name):
+        config = AutoConfig.from_pretrained(spec.name, trust_remote_code=False, **overrides)
     else:
         model_type, base = HF_SIZES.get(spec.name, (spec.name, {}))
         config = AutoConfig.for_model(model_type, **{**base, **overrides})
@@ -219,13 +229,17 @@ def _hf_model_types() -> list[str]:
 
 
 def _check_hf(name: str) -> None:
-    path = Path(name)
-    if path.suffix == ".json" or path.is_dir():
-        if not path.exists():
+    if is_config_path(name):
+        if not Path(name).exists():
             raise UnknownArchitectureError(f"config file {name!r} does not exist")
         return
-    if name not in HF_SIZES and name not in _hf_model_types():
-        raise _unknown("transformers model type", name, [*_hf_model_types(), *HF_SIZES])
+    if name in HF_SIZES or name in _hf_model_types():
+        return
+    if "/" in name or "\\" in name or name.endswith(".json"):
+        raise UnknownArchitectureError(
+            f"hf:{name} is not a transformers model type; a local config needs an explicit "
+            f"path: hf:./{name} or an absolute one")
+    raise _unknown("transformers model type", name, [*_hf_model_types(), *HF_SIZES])
 
 
 def _hf_auto_class(config, wants_classes: bool):

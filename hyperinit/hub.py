@@ -266,7 +266,7 @@ def _build(folder: Path, where: str) -> nn.Module:
             f"{where} was made for {arch.get('name')!r}, a user's own class, which from_hub "
             "never imports: build that model yourself and pass it (model=...)")
     if arch.get("source") == "hf":  # the full config pushed with the init, not local defaults
-        arch["name"] = str(folder / CONFIG_FILE)
+        arch["name"] = str((folder / CONFIG_FILE).absolute())  # an explicit path
     model = graphs.resolve(arch).build()
     return model.to(_dtype(info["dtype"])) if info.get("dtype") else model
 

@@ -207,6 +207,22 @@ def test_transformers_config_object_is_the_same_as_the_spec(main: Server, tmp_pa
     assert torch.isfinite(logits).all()
 
 
+def test_hf_names_are_never_read_from_the_servers_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A ``gpt2/config.json`` where the server runs changes nothing: ``hf:gpt2`` is the
+    registry's GPT-2 (here with a 4x MLP), as its metadata and cache key say."""
+    from safetensors.torch import load
+    from transformers import GPT2Config
+
+    (tmp_path / "gpt2").mkdir()
+    GPT2Config(**TINY_GPT2, n_inner=32).to_json_file(tmp_path / "gpt2" / "config.json")
+    monkeypatch.chdir(tmp_path)
+    with running(config(tmp_path)) as server:
+        response = server.client.post("/v1/inits", json=gpt2(seed=1))
+        assert response.status_code == 200, response.text
+    assert load(response.content)["transformer.h.0.mlp.c_fc.weight"].shape == (64, 256)
+
+
 def test_generator_from_a_folder_is_served_by_its_name(main: Server):
     from safetensors.torch import load
     from transformers import GPT2Config, GPT2LMHeadModel

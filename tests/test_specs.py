@@ -139,6 +139,21 @@ def test_local_config_json_resolves_and_traces(gpt2_config):
     assert deeper.num_nodes > graph.num_nodes and deeper.arch_hash != graph.arch_hash
 
 
+def test_hf_name_is_the_registry_never_a_folder_of_the_working_directory(gpt2_config,
+                                                                         monkeypatch):
+    """A folder ``gpt2/`` beside the user (``hyperinit pull ... --out gpt2`` makes one) is read
+    only when named as a path: ``hf:./gpt2``, ``hf:./gpt2/config.json`` or absolute."""
+    folder = gpt2_config.parent / "gpt2"
+    folder.mkdir()
+    gpt2_config.rename(folder / "config.json")
+    monkeypatch.chdir(folder.parent)
+    assert graphs.resolve("hf:gpt2").build().config.n_layer == 12  # the registry's GPT-2
+    for local in ("hf:./gpt2", "hf:./gpt2/config.json", f"hf:{folder}"):
+        assert graphs.resolve(local).build().config.n_layer == 1, local
+    with pytest.raises(graphs.UnknownArchitectureError, match=r"explicit path: hf:\./gpt2/c"):
+        graphs.resolve("hf:gpt2/config.json")
+
+
 def test_missing_config_json_fails_clearly(tmp_path):
     with pytest.raises(graphs.UnknownArchitectureError, match="does not exist"):
         graphs.resolve(f"hf:{tmp_path / 'absent' / 'config.json'}")
