@@ -5,18 +5,26 @@ device, weights untouched) into a graph; ``ArchGraph.to_data`` gives the PyG ``D
 that generators read.
 """
 
-from .errors import GraphBuildError, PartialGraphWarning, UnknownArchitectureError
+from .errors import (
+    ArchitectureTooLargeError,
+    GraphBuildError,
+    PartialGraphWarning,
+    UnknownArchitectureError,
+)
 from .extract import build
 from .graph import DISTANCE_CUTOFF, ROLES, ArchGraph, Node, ParamSpec
 from .meta import meta_init
+from .size import DEFAULT_MAX_PARAMS, check_size
 from .specs import ArchSpec, resolve
 from .vocab import OPS
 
 __all__ = [
+    "DEFAULT_MAX_PARAMS",
     "DISTANCE_CUTOFF",
     "OPS",
     "ROLES",
     "ArchGraph",
+    "ArchitectureTooLargeError",
     "ArchSpec",
     "GraphBuildError",
     "Node",
@@ -24,6 +32,7 @@ __all__ = [
     "PartialGraphWarning",
     "UnknownArchitectureError",
     "build",
+    "check_size",
     "meta_init",
     "resolve",
 ]

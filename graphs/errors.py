@@ -11,6 +11,11 @@ class UnknownArchitectureError(ValueError):
     """An architecture spec names nothing we can build; the message lists close matches."""
 
 
+class ArchitectureTooLargeError(ValueError):
+    """An architecture has more parameters or modules than a limit allows (found before it
+    was built: see ``graphs.size``)."""
+
+
 class PartialGraphWarning(UserWarning):
     """The forward stopped at an op whose output shape depends on input values (detection
     post-processing, pooling at end-of-sequence tokens): the graph covers the modules that

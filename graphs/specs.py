@@ -18,6 +18,7 @@ import difflib
 import importlib
 import inspect
 import json
+import math
 import os
 import re
 from contextlib import nullcontext
@@ -44,6 +45,7 @@ HF_SIZES: dict[str, tuple[str, dict[str, Any]]] = {
     "vit-base": ("vit", {}),
 }
 TEXT_LENGTH = 16
+NUM_CLASSES_MAX = 2**31 - 1  # what every framework's int32 sizes hold
 # Constructor options that read files or download weights: never accepted in a spec.
 _FILE_OPTIONS = frozenset({"weights", "pretrained", "checkpoint_path", "pretrained_cfg",
                            "pretrained_cfg_overlay", "cache_dir", "pretrained_model_name_or_path",
@@ -148,10 +150,35 @@ def resolve(spec: str | dict[str, Any] | ArchSpec | nn.Module, num_classes: int 
         raise UnknownArchitectureError(
             f"options {refused} load weights or files; specs describe architectures only "
             "(hyperinit predicts the weights)")
+    check_finite(kwargs)
     if num_classes is not None:
-        kwargs["num_labels" if source == "hf" else "num_classes"] = int(num_classes)
+        kwargs["num_labels" if source == "hf" else "num_classes"] = check_num_classes(num_classes)
     _CHECKS[source](name)
     return ArchSpec(source, name, dict(sorted(kwargs.items())))
+
+
+def check_num_classes(num_classes: object) -> int:
+    """``num_classes`` if it is an integer from 1 to :data:`NUM_CLASSES_MAX` (not a bool)."""
+    if (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+            or not 1 <= num_classes <= NUM_CLASSES_MAX):
+        raise GraphBuildError(f"num_classes must be an integer from 1 to {NUM_CLASSES_MAX:,}, "
+                              f"got {num_classes!r}")
+    return num_classes
+
+
+def check_finite(options: dict[str, Any], where: str = "config") -> None:
+    """Refuse infinite and NaN numbers anywhere in ``options`` (JSON has neither, though
+    Python's parser reads ``Infinity`` and ``NaN``): no constructor or config means them."""
+    stack: list[tuple[str, Any]] = [(where, options)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise GraphBuildError(f"{path} is {value!r}: options take finite numbers only "
+                                  "(JSON has no Infinity or NaN)")
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{key}", item) for key, item in value.items())
+        elif isinstance(value, list | tuple):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
 
 
 def _unknown(kind: str, name: str, valid: list[str]) -> UnknownArchitectureError:
@@ -205,7 +232,8 @@ def is_config_path(name: str) -> bool:
     return os.path.isabs(name) or re.split(r"[\\/]", name, maxsplit=1)[0] in (".", "..")
 
 
-def _hf_config(spec: ArchSpec):
+def hf_config(spec: ArchSpec):
+    """The ``transformers`` config of an ``hf:`` spec, with its overrides (no model built)."""
     from transformers import AutoConfig
 
     overrides = dict(spec.kwargs)
@@ -261,8 +289,12 @@ def _hf_auto_class(config, wants_classes: bool):
 
 
 def _build_hf(spec: ArchSpec) -> nn.Module:
-    config = _hf_config(spec)
-    cls = _hf_auto_class(config, "num_labels" in spec.kwargs)
+    return hf_model(hf_config(spec), wants_classes="num_labels" in spec.kwargs)
+
+
+def hf_model(config, wants_classes: bool) -> nn.Module:
+    """The model of a ``transformers`` config, with the head :func:`_hf_auto_class` picks."""
+    cls = _hf_auto_class(config, wants_classes)
     if getattr(cls, "_supports_sdpa", False):  # the attention that traces in one op
         config._attn_implementation = "sdpa"
     if hasattr(cls, "from_config"):
@@ -271,7 +303,7 @@ def _build_hf(spec: ArchSpec) -> nn.Module:
 
 
 def _hf_inputs(spec: ArchSpec) -> dict[str, torch.Tensor]:
-    config = _hf_config(spec)
+    config = hf_config(spec)
     cls = _hf_auto_class(config, "num_labels" in spec.kwargs)
     main = getattr(cls, "main_input_name", "input_ids")
     if main == "pixel_values":

@@ -174,7 +174,8 @@ def pull_init(repo_id: str, revision: str | None = None, out: str | os.PathLike 
 
 
 def from_hub(repo_id: str, model: nn.Module | None = None, *, revision: str | None = None,
-             strict: bool = True, token: str | None = None) -> nn.Module:
+             strict: bool = True, token: str | None = None,
+             max_params: int | None = graphs.DEFAULT_MAX_PARAMS) -> nn.Module:
     """Load an init from the Hub (or a folder :func:`pull_init` wrote) into a model.
 
     Args:
@@ -185,10 +186,15 @@ def from_hub(repo_id: str, model: nn.Module | None = None, *, revision: str | No
         revision: a branch, tag or commit sha (default ``main``).
         strict: whether keys missing from the init or absent from the model are errors
             (shapes and dtypes must always match).
+        max_params: the largest architecture ``config.json`` may describe when the model is
+            built from it, checked before anything is built (``graphs.check_size``, the
+            service's check); None for no limit.
 
     Raises:
         CheckpointError: the repo or revision does not exist, a file is truncated or
             corrupt, or the init does not fit the model (the first mismatches are listed).
+        ArchitectureTooLargeError: ``config.json`` describes more than ``max_params``
+            parameters (or more modules than ``graphs.size.MAX_MODULES``).
     """
     if Path(repo_id).is_dir():
         folder, where = Path(repo_id), repo_id
@@ -197,7 +203,7 @@ def from_hub(repo_id: str, model: nn.Module | None = None, *, revision: str | No
         where = _where(repo_id, folder)
     files = _init_files(folder, where)
     if model is None:
-        model = _build(folder, where)
+        model = _build(folder, where, max_params)
     state: dict[str, torch.Tensor] = {}
     for file in files:
         state.update(load_file(file))
@@ -252,8 +258,9 @@ or download the files with `hyperinit pull {repo_id} --revision {rev} --out init
 """
 
 
-def _build(folder: Path, where: str) -> nn.Module:
-    """The model ``config.json`` names, rebuilt from registries (never from a repo's import)."""
+def _build(folder: Path, where: str, max_params: int | None) -> nn.Module:
+    """The model ``config.json`` names, rebuilt from registries (never from a repo's import),
+    once its size is known to be within ``max_params``."""
     try:
         info = json.loads((folder / CONFIG_FILE).read_text())["hyperinit"]
         arch = dict(info["arch"])
@@ -267,7 +274,15 @@ def _build(folder: Path, where: str) -> nn.Module:
             "never imports: build that model yourself and pass it (model=...)")
     if arch.get("source") == "hf":  # the full config pushed with the init, not local defaults
         arch["name"] = str((folder / CONFIG_FILE).absolute())  # an explicit path
-    model = graphs.resolve(arch).build()
+    spec = graphs.resolve(arch)
+    if max_params is not None:
+        try:
+            graphs.check_size(spec, max_params)
+        except graphs.ArchitectureTooLargeError as err:
+            raise graphs.ArchitectureTooLargeError(
+                f"{where}: {err}; pass max_params=None to build it anyway, or the model to "
+                "load into (model=...)") from err
+    model = spec.build()
     return model.to(_dtype(info["dtype"])) if info.get("dtype") else model
 
 
