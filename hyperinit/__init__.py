@@ -7,7 +7,12 @@
 
 __version__ = "0.2.0"
 
-from .errors import CheckpointError, GeneratorLimitError, OutputPathError  # noqa: E402
+from .errors import (  # noqa: E402
+    CheckpointError,
+    DiskFullError,
+    GeneratorLimitError,
+    OutputPathError,
+)
 from .ghn import GHNConfig, GraphHyperNetwork  # noqa: E402
 from .hub import from_hub, pull_init, push_generator, push_init  # noqa: E402
 from .predict import (  # noqa: E402
@@ -33,6 +38,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "CheckpointError",
+    "DiskFullError",
     "GeneratorLimitError",
     "DiffusionConfig",
     "GHNConfig",

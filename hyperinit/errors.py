@@ -8,7 +8,12 @@ class CheckpointError(ValueError):
 
 
 class OutputPathError(ValueError):
-    """An output path cannot be written (missing or read-only folder)."""
+    """An output path cannot be written (missing or read-only folder, a file where a folder
+    goes or the reverse, a folder holding other files, a write that failed)."""
+
+
+class DiskFullError(OutputPathError):
+    """The output's file system ran out of space (ENOSPC) or quota (EDQUOT) while writing."""
 
 
 class GeneratorLimitError(ValueError):

@@ -21,7 +21,8 @@ from . import __version__
 from .checkpoint import WEIGHTS_FILE
 from .errors import CheckpointError
 from .ghn import GraphHyperNetwork
-from .safetensors_io import DEFAULT_MAX_SHARD_SIZE, TensorInfo, check_writable, write_state
+from .safetensors_io import DEFAULT_MAX_SHARD_SIZE, TensorInfo, check_target, write_state
+from .validation import check_max_shard_size, check_noise, check_output_path, check_seed
 
 if TYPE_CHECKING:  # diffusion imports diffusers (seconds): loaded only when used
     from .diffusion import WeightDiffusion
@@ -85,6 +86,11 @@ def load_generator(generator: Generator = None) -> GraphHyperNetwork | WeightDif
             f"unknown generator {name!r}: give a directory with config.json and "
             f"{WEIGHTS_FILE}, hub:OWNER/NAME[@REVISION], or one of "
             f"{', '.join(list_generators())}")
+    if not (path / "config.json").is_file():  # without it a GHN would load default settings
+        raise CheckpointError(
+            f"{path} has no config.json, so its settings (size, noise, orth) are unknown: a "
+            f"generator folder holds config.json and {WEIGHTS_FILE}, as save_pretrained "
+            "writes them")
     if _kind(path) == "weight-diffusion":
         from .diffusion import load_diffusion
 
@@ -173,10 +179,7 @@ def resolve_noise(generator: nn.Module, noise: float | None) -> float:
     """
     if noise is None:
         noise = generator.config.noise if isinstance(generator, GraphHyperNetwork) else 0.0
-    if not 0.0 <= noise <= 1.0:
-        raise ValueError(f"noise must be between 0 and 1 (the fraction of each weight's "
-                         f"variance drawn at random), got {noise!r}")
-    return float(noise)
+    return check_noise(noise)
 
 
 def _tensors(generator: nn.Module, graph: ArchGraph, seed: int,
@@ -257,10 +260,12 @@ def orth_names(graph: ArchGraph) -> set[str]:
     return set(weights[:-1])
 
 
-@torch.no_grad()
 def _stream(target: _Target, generator: GraphHyperNetwork, seed: int, noise: float,
             dtype: torch.dtype | None) -> tuple[list[TensorInfo], Iterator]:
-    """Header infos and a lazy stream of every state-dict entry (params, aliases, buffers)."""
+    """Header infos and a lazy stream of every state-dict entry (params, aliases, buffers).
+
+    The stream runs without autograd wherever it is consumed (a generator function runs
+    its body when iterated, outside any ``no_grad`` around this call)."""
     infos = []
     for p in target.graph.params:
         param_dtype = dtype or getattr(torch, p.dtype)
@@ -278,6 +283,7 @@ def _stream(target: _Target, generator: GraphHyperNetwork, seed: int, noise: flo
                 yield alias, tensor
         yield from buffers
 
+    @torch.no_grad()
     def cast():
         for info, (name, tensor) in zip(infos, raw(), strict=True):
             yield name, tensor.to(info.dtype)
@@ -306,6 +312,7 @@ def predict_state_dict(arch: Arch, generator: Generator = None, *, seed: int = 0
             or the ``transformers`` config.
         dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``; default: the model's dtype.
     """
+    seed = check_seed(seed)
     target = _target(arch, num_classes, kwargs)
     ghn = load_generator(generator)
     _, stream = _stream(target, ghn, seed, resolve_noise(ghn, noise), _dtype(dtype))
@@ -325,6 +332,7 @@ def predict(arch: Arch, generator: Generator = None, *, seed: int = 0,
     (an iterable of input batches) is given, re-estimated on those batches. ``seed`` and
     ``noise`` are those of :func:`predict_state_dict`.
     """
+    seed = check_seed(seed)
     target = _target(arch, num_classes, kwargs)
     model = target.module
     ghn = load_generator(generator)
@@ -391,12 +399,15 @@ def save_init(arch: Arch, path: str | os.PathLike, generator: Generator = None, 
 
     ``path`` ending in ``.safetensors`` gives one file; any other path is a folder that
     gets ``model.safetensors`` or, above ``max_shard_size`` bytes, shards and
-    ``model.safetensors.index.json``. Tensors are written as they are predicted, so peak
-    memory is about the largest tensor, not the model. Nothing is left behind on failure.
+    ``model.safetensors.index.json``. A folder is replaced whole: one that exists must be
+    empty or hold a previous init only (no stale shard or index survives). Tensors are
+    written as they are predicted, so peak memory is about the largest tensor, not the
+    model. Nothing is left behind on failure (a full disk raises ``DiskFullError``).
     ``seed`` and ``noise`` are those of :func:`predict_state_dict`.
     """
-    path = Path(path)
-    check_writable(path.parent)  # fail before doing any work
+    seed, max_shard_size = check_seed(seed), check_max_shard_size(max_shard_size)
+    path = check_output_path(path)
+    check_target(path)  # fail before doing any work
     target = _target(arch, num_classes, kwargs)
     ghn = load_generator(generator)
     noise = resolve_noise(ghn, noise)

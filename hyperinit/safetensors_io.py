@@ -6,14 +6,18 @@
 range, then the raw bytes in that order. Knowing all shapes up front, we write the header
 first and each tensor as it comes. Files appear atomically (temp file, then rename), and
 large outputs are sharded exactly like ``huggingface_hub.save_torch_state_dict``:
-``model-00001-of-00003.safetensors`` plus ``model.safetensors.index.json``.
+``model-00001-of-00003.safetensors`` plus ``model.safetensors.index.json``. A folder output
+is built aside and replaces the folder whole, so no shard or index of an earlier init stays
+beside a new one; a folder holding anything but an init is refused (:func:`check_target`).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -23,11 +27,12 @@ from pathlib import Path
 
 import torch
 
-from .errors import OutputPathError
+from .errors import DiskFullError, OutputPathError
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 DEFAULT_MAX_SHARD_SIZE = 5 * 1024**3
+INIT_FILE = re.compile(r"model(-\d{5}-of-\d{5})?\.safetensors|model\.safetensors\.index\.json")
 _DTYPES = {
     torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
     torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
@@ -57,6 +62,32 @@ def check_writable(folder: Path) -> None:
             pass
     except OSError as err:
         raise OutputPathError(f"output folder {folder} is not writable: {err.strerror}") from err
+
+
+def check_target(target: Path) -> None:
+    """Fail early, before any work, unless ``target`` can take an init: a ``.safetensors``
+    path that is not a folder, or a folder path that is new, empty, or holds only an
+    earlier init's files (which it then replaces); its parent must be a writable folder."""
+    if target.suffix == ".safetensors":
+        if target.is_dir():
+            raise OutputPathError(f"{target} is a folder, and a path ending in .safetensors is "
+                                  "written as one file: remove the folder or choose another "
+                                  "path")
+    elif target.exists():
+        if not target.is_dir():
+            raise OutputPathError(f"{target} is a file, and a path not ending in .safetensors "
+                                  "is a folder (for model.safetensors or shards): add "
+                                  ".safetensors or choose another path")
+        others = sorted(p.name for p in target.iterdir() if not INIT_FILE.fullmatch(p.name))
+        if others:
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise OutputPathError(f"{target} holds files that are not an init's ({shown}), and "
+                                  "an init replaces its folder whole: choose a new or empty "
+                                  "folder, or one holding only an earlier init")
+        if Path.cwd().resolve().is_relative_to(target.resolve()):
+            raise OutputPathError(f"{target} is the working directory (or holds it), which an "
+                                  "init would replace: write into a folder inside it")
+    check_writable(target.parent)
 
 
 def _read_umask() -> int:
@@ -140,22 +171,52 @@ def write_state(target: Path, infos: list[TensorInfo],
     ``model.safetensors``, or shards plus ``model.safetensors.index.json`` when the total
     exceeds ``max_shard_size`` bytes.
     """
+    check_target(target)
     stream = iter(tensors)
-    if target.suffix == ".safetensors":
-        write_file(target, infos, stream, metadata)
-        return [target]
-    check_writable(target.parent)
-    # Build the folder's files in a sibling temp folder, then move them in: a failure
-    # anywhere leaves neither a partial shard nor an index pointing at missing shards.
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        names = _write_folder(staging, infos, stream, metadata, max_shard_size)
-        target.mkdir(exist_ok=True)
-        for name in names:
-            os.replace(staging / name, target / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if target.suffix == ".safetensors":
+            write_file(target, infos, stream, metadata)
+            return [target]
+        # Build the folder in a sibling temp folder, then swap it in: a failure anywhere
+        # leaves neither a partial shard nor an index pointing at missing shards.
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.",
+                                        suffix=".tmp"))
+        try:
+            names = _write_folder(staging, infos, stream, metadata, max_shard_size)
+            _replace_folder(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError as err:
+        size = sum(info.nbytes for info in infos)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"cannot write {target}: its file system is full ({err.strerror}"
+                                f"; the init needs {size:,} bytes): free some space or choose "
+                                "another output path") from err
+        raise OutputPathError(f"cannot write {target}: {err.strerror or err}") from err
     return [target / name for name in names]
+
+
+def _replace_folder(staging: Path, target: Path) -> None:
+    """Put the finished folder ``staging`` at ``target``, in place of an earlier init there.
+
+    A new or empty ``target`` is replaced in one rename. An earlier init takes two: it is
+    moved aside, then ``staging`` moves in (and the old one is deleted), so at no moment
+    does ``target`` hold a mix of old and new files; a crash between the renames leaves the
+    old init beside it as a hidden ``.NAME.*.tmp.old`` folder.
+    """
+    check_target(target)  # again: files may have appeared while the init was written
+    os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes it private to its owner
+    if not (target.is_dir() and any(target.iterdir())):
+        os.replace(staging, target)
+        return
+    old = staging.with_name(f"{staging.name}.old")
+    os.rename(target, old)
+    try:
+        os.rename(staging, target)
+    except OSError:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old)
 
 
 def _write_folder(folder: Path, infos: list[TensorInfo], stream: Iterator,

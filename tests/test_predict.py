@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from torch.func import functional_call
 import graphs
 import hyperinit
 from hyperinit.decoder import matrix_shape, normalized_product
-from hyperinit.predict import default_generator, orth_names, orthogonalize
+from hyperinit.predict import CHECKPOINTS, default_generator, orth_names, orthogonalize
 
 TINY = hyperinit.GHNConfig(hidden=16, layers=1, heads=2, rank=4, features=8)
 # One or two of each family; the slow tier runs all 80 torchvision classifiers with each
@@ -369,6 +370,16 @@ def test_bad_checkpoints_give_clear_errors(tmp_path, ghn, damage):
     else:
         (folder / "config.json").write_text('{"config": {"hidden": "wide"}}')
     with pytest.raises(hyperinit.CheckpointError, match=str(folder.name)):
+        hyperinit.load_generator(folder)
+
+
+def test_a_generator_folder_without_config_json_is_refused(tmp_path):
+    """Its weights alone would load with default settings: ghn-cifar10 would predict with
+    noise 0 instead of its 0.5."""
+    folder = tmp_path / "ghn"
+    shutil.copytree(CHECKPOINTS / "ghn-cifar10", folder)
+    (folder / "config.json").unlink()
+    with pytest.raises(hyperinit.CheckpointError, match=f"{folder} has no config.json"):
         hyperinit.load_generator(folder)
 
 

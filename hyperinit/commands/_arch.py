@@ -42,6 +42,14 @@ def _json_object(text: str) -> dict:
     return value
 
 
+def shard_size(args: argparse.Namespace) -> int:
+    """``--max-shard-size``, or the default when it is not given (0 is an error, not the
+    default: the API checks it)."""
+    from hyperinit.safetensors_io import DEFAULT_MAX_SHARD_SIZE
+
+    return DEFAULT_MAX_SHARD_SIZE if args.max_shard_size is None else args.max_shard_size
+
+
 def spec_from_args(args: argparse.Namespace):
     import graphs
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from ._arch import add_arch_arguments, add_init_options, spec_from_args
+from ._arch import add_arch_arguments, add_init_options, shard_size, spec_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,14 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import hyperinit
-    from hyperinit.safetensors_io import DEFAULT_MAX_SHARD_SIZE
 
     start = time.perf_counter()
     generator = hyperinit.load_generator(args.generator)
     spec = spec_from_args(args)
     files = hyperinit.save_init(spec, args.out, generator, seed=args.seed, noise=args.noise,
-                                dtype=args.dtype,
-                                max_shard_size=args.max_shard_size or DEFAULT_MAX_SHARD_SIZE)
+                                dtype=args.dtype, max_shard_size=shard_size(args))
     elapsed = time.perf_counter() - start
     size = sum(f.stat().st_size for f in files)
     from safetensors import safe_open

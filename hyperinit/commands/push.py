@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._arch import _json_object, add_init_options, spec_from_args
+from ._arch import _json_object, add_init_options, shard_size, spec_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hyperinit import hub
-    from hyperinit.safetensors_io import DEFAULT_MAX_SHARD_SIZE
 
     if (args.arch is None) == (args.generator_dir is None):
         args.parser.error("give either ARCH (to publish an init) or --generator-dir DIR")
@@ -47,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         info = hub.push_init(spec_from_args(args), args.repo, args.generator, seed=args.seed,
                              noise=args.noise, dtype=args.dtype, revision=args.revision,
                              token=args.token, private=private,
-                             max_shard_size=args.max_shard_size or DEFAULT_MAX_SHARD_SIZE)
+                             max_shard_size=shard_size(args))
         what = f"init of {args.arch} (seed {args.seed})"
     print(f"pushed {what} to {args.repo}@{args.revision or 'main'}, commit {info.oid}",
           file=sys.stderr)
