@@ -2,12 +2,15 @@
 
 A tensor is viewed as a matrix (rows x cols): a linear weight as itself, a conv kernel
 ``(out, in, kh, kw)`` as ``(out*kh, in*kw)``, leading singleton dims dropped. Its rows come
-from ``A = phi(rows) @ U`` and its columns from ``B = phi(cols) @ V``, so ``W = A @ B.T`` has
-rank ``r``. ``U`` and ``V`` (``features x r``) are generated from the owning node's embedding
-plus embeddings of the parameter's role and shape; ``phi(i)`` are fixed Fourier features of
-the row/column index at incommensurate frequencies. Any width works, including widths never
-seen in training, and no tensor is a tiled copy of a block of itself (GHN-2/3 tile a fixed
-block; LoGAH caps widths). Vectors (biases, norm weights) are ``phi(i) @ u``.
+from ``A = basis(rows) @ U`` and its columns from ``B = basis(cols) @ V``, so ``W = A @ B.T``
+has rank ``r``. ``U`` and ``V`` (``features x r``) are generated from the owning node's
+embedding plus embeddings of the parameter's role and shape. The basis
+(:class:`IndexBasis`) gives each of the first ``features`` indices its own row of ``U``, so
+any rank-r matrix up to that width is in the family (a trained network's weights, projected
+there, keep their accuracy: ``bench/family.py``), and mixes those rows with fixed Fourier
+weights beyond, so any width works, including widths never seen in training. No tensor is a
+tiled copy of a block of itself (GHN-2/3 tile a fixed block). Vectors (biases, norm weights)
+are ``basis(i) @ u``.
 
 The raw output is then scaled to what the layer needs (see :func:`scale`): fan-in aware
 weights, norm weights near 1, small biases, embeddings with std about 0.02.
@@ -39,8 +42,20 @@ def matrix_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return rows, math.prod(dims) // rows
 
 
+def to_matrix(w: torch.Tensor) -> torch.Tensor:
+    """``w`` in the view it is generated in (:func:`matrix_shape`): a conv kernel
+    ``(out, in, kh, kw…)`` as ``(out*kh, in*kw…)``; the inverse of :func:`from_matrix`."""
+    dims = list(w.shape)
+    while len(dims) > 1 and dims[0] == 1:
+        dims.pop(0)
+    w = w.reshape(dims)
+    if len(dims) > 2:
+        w = w.movedim(2, 1)
+    return w.reshape(matrix_shape(tuple(dims)))
+
+
 def from_matrix(w: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Inverse of :func:`matrix_shape`: ``(out*kh, in*kw…)`` back to ``(out, in, kh, …)``."""
+    """Inverse of :func:`to_matrix`: ``(out*kh, in*kw…)`` back to ``(out, in, kh, …)``."""
     dims = list(shape)
     while len(dims) > 1 and dims[0] == 1:
         dims.pop(0)
@@ -84,26 +99,82 @@ class IndexFeatures(nn.Module):
         return self._cache[key]
 
 
-class LowRankDecoder(nn.Module):
-    """Node embedding + parameter role/shape -> tensor of that exact shape."""
+    def expand(self, coefficients: torch.Tensor, n: int) -> torch.Tensor:
+        """``phi(0..n-1) @ coefficients``: the ``(n, r)`` factor of a dimension of size n."""
+        return self(n).to(coefficients.dtype) @ coefficients
 
-    def __init__(self, dim: int, rank: int, features: int) -> None:
+
+class IndexBasis(nn.Module):
+    """Per-index factors up to ``rows``; beyond, fixed Fourier mixtures of them.
+
+    Index ``i < rows`` has its own row of coefficients (the basis vector ``e_i``), so a
+    dimension of at most ``rows`` entries gets any factor at all: the decoder's family
+    then holds any rank-r matrix, as a trained network needs (``bench/family.py``). A
+    wider dimension, never a maximum, gives each index ``i >= rows`` the unit-norm random
+    Fourier features ``phi(i)`` of :class:`IndexFeatures` over the same ``rows``
+    coefficients.
+    """
+
+    def __init__(self, rows: int) -> None:
+        super().__init__()
+        self.rows = rows
+        self.tail = IndexFeatures(rows)
+
+    def forward(self, n: int) -> torch.Tensor:
+        """The ``(n, rows)`` basis: identity rows, then Fourier features."""
+        head = torch.eye(min(n, self.rows), self.rows, device=self.tail.freqs.device)
+        return torch.cat([head, self.tail(n)[self.rows:]]) if n > self.rows else head
+
+    def expand(self, coefficients: torch.Tensor, n: int) -> torch.Tensor:
+        """``basis(n) @ coefficients`` without the identity's multiply."""
+        head = coefficients[:n]
+        if n <= self.rows:
+            return head
+        tail = self.tail(n)[self.rows:].to(coefficients.dtype) @ coefficients
+        return torch.cat([head, tail])
+
+
+BASES = {"index": IndexBasis, "fourier": IndexFeatures}
+
+
+class LowRankDecoder(nn.Module):
+    """Node embedding + parameter role/shape -> tensor of that exact shape.
+
+    ``basis`` is how an index turns into a row of the low-rank factors: ``"index"``
+    (:class:`IndexBasis`, per-index factors up to ``features`` rows; the default) or
+    ``"fourier"`` (:class:`IndexFeatures`, ``features`` fixed Fourier features for every
+    index: the decoder of hyperinit 0.2, whose family cannot hold a trained network, kept
+    for the checkpoints trained with it).
+    """
+
+    def __init__(self, dim: int, rank: int, features: int, basis: str = "index") -> None:
         super().__init__()
         if len(ROLES) > ROLE_ROWS:
             raise ValueError(f"{len(ROLES)} parameter roles exceed the {ROLE_ROWS} embedding rows")
+        if basis not in BASES:
+            raise ValueError(f"basis must be one of {', '.join(BASES)}, got {basis!r}")
         self.rank, self.features = rank, features
         self.role = nn.Embedding(ROLE_ROWS, dim)
         self.dims = nn.ModuleList(nn.Embedding(BUCKETS, dim) for _ in range(2))
         self.ndim = nn.Embedding(8, dim)
+        # The factor head is (width x 2 * features * rank): the index basis's many rows
+        # take a narrower width than the Fourier basis's 8 * dim.
+        width = 4 * dim if basis == "index" else 8 * dim
         self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 4 * dim), nn.GELU(),
-                                 nn.Linear(4 * dim, 8 * dim), nn.GELU())
-        self.uv = nn.Linear(8 * dim, 2 * features * rank)  # low-rank factors of matrices
-        self.vector = nn.Linear(8 * dim, features + 1)  # vectors, and scalars (last entry)
-        self.gain = nn.Linear(8 * dim, 1)  # log-gain around the layer's default scale
+                                 nn.Linear(4 * dim, width), nn.GELU())
+        self.uv = nn.Linear(width, 2 * features * rank)  # low-rank factors of matrices
+        self.vector = nn.Linear(width, features + 1)  # vectors, and scalars (last entry)
+        self.gain = nn.Linear(width, 1)  # log-gain around the layer's default scale
         for head in (self.vector, self.gain):
             nn.init.zeros_(head.bias)
             head.weight.data.mul_(0.1)
-        self.phi = IndexFeatures(features)
+        self.phi = BASES[basis](features)
+
+    def project(self, matrix: torch.Tensor) -> torch.Tensor:
+        """The best member of this decoder's family for ``matrix`` (in the view of
+        :func:`to_matrix`): rank ``rank``, rows and columns in the span of the basis."""
+        return best_in_span(matrix, self.phi(matrix.shape[0]), self.phi(matrix.shape[1]),
+                            self.rank)
 
     def hidden(self, node_emb: torch.Tensor, roles: list[str],
                shapes: list[tuple[int, ...]]) -> torch.Tensor:
@@ -127,17 +198,37 @@ class LowRankDecoder(nn.Module):
         """Build and scale one tensor from its row of :meth:`heads`."""
         view = matrix_shape(shape)
         if len(view) == 2:
-            a = self.phi(view[0]) @ uv[0]
-            b = self.phi(view[1]) @ uv[1]
+            a = self.phi.expand(uv[0], view[0])
+            b = self.phi.expand(uv[1], view[1])
             if role not in BOUNDED_ROLES:
                 return from_matrix(normalized_product(a, b, target_std(role, shape, log_gain)),
                                    shape)
             raw = from_matrix(a @ b.T, shape)
         elif len(view) == 1:
-            raw = (self.phi(view[0]) @ vector[:-1]).reshape(shape)
+            raw = self.phi.expand(vector[:-1], view[0]).reshape(shape)
         else:
             raw = vector[-1].reshape(shape)
         return scale(raw, role, shape, log_gain)
+
+
+def best_in_span(w: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor | None,
+                 rank: int) -> torch.Tensor:
+    """Best rank-``rank`` approximation of ``w`` (Frobenius) whose column space lies in the
+    span of ``rows`` and whose row space in the span of ``cols`` (``None``: anywhere)."""
+    core = w.double()
+    qr = torch.linalg.qr(rows.double())[0] if rows is not None else None
+    qc = torch.linalg.qr(cols.double())[0] if cols is not None else None
+    if qr is not None:
+        core = qr.T @ core
+    if qc is not None:
+        core = core @ qc
+    u, s, vh = torch.linalg.svd(core, full_matrices=False)
+    low = (u[:, :rank] * s[:rank]) @ vh[:rank]
+    if qr is not None:
+        low = qr @ low
+    if qc is not None:
+        low = low @ qc.T
+    return low.to(w.dtype)
 
 
 BOUNDED_ROLES = ("norm_weight", "scale", "bias", "norm_bias")  # squashed, not standardized

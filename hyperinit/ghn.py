@@ -20,10 +20,14 @@ from .safetensors_io import usual_permissions
 
 @dataclass
 class GHNConfig:
-    """Size of a graph hypernetwork. The defaults are GHN-3-T-like (about 3M parameters).
+    """Size of a graph hypernetwork. The defaults are GHN-3-T-like (hidden 64, 3 layers;
+    9.5M parameters, most of them the decoder's factor head).
 
-    ``rank`` is the rank of every predicted matrix; ``features`` the number of Fourier
-    features of row/column indices the low-rank factors are built from.
+    ``rank`` is the rank of every predicted matrix; ``features`` the number of row/column
+    indices with their own row of the low-rank factors (wider dimensions mix them);
+    ``decoder`` the basis those rows are built in (``hyperinit.decoder.BASES``). A
+    config.json without ``decoder`` was written by hyperinit 0.2, whose decoder was
+    ``"fourier"``, and loads as such.
 
     ``noise`` is not part of the network: it is the default of ``hyperinit.predict``'s
     ``noise`` for this generator (the fraction of each weight's variance drawn at random),
@@ -36,7 +40,8 @@ class GHNConfig:
     layers: int = 3
     heads: int = 8
     rank: int = 32
-    features: int = 64
+    features: int = 512
+    decoder: str = "index"
     noise: float = 0.0
     orth: bool = False
 
@@ -52,10 +57,11 @@ class GraphHyperNetwork(nn.Module, PyTorchModelHubMixin, library_name="hyperinit
     def __init__(self, config: GHNConfig | dict | None = None) -> None:
         super().__init__()
         if isinstance(config, dict):  # as read back from config.json
-            config = GHNConfig(**config)
+            config = GHNConfig(**{"decoder": "fourier", **config})
         self.config = config = config or GHNConfig()
         self.encoder = GraphEncoder(config.hidden, config.layers, config.heads)
-        self.decoder = LowRankDecoder(config.hidden, config.rank, config.features)
+        self.decoder = LowRankDecoder(config.hidden, config.rank, config.features,
+                                      config.decoder)
 
     def embed(self, graphs: list[ArchGraph]) -> list[torch.Tensor]:
         """Node embeddings, one ``(nodes, hidden)`` tensor per graph."""

@@ -352,13 +352,17 @@ def _optimizer(model: nn.Module, cfg: EvalConfig) -> torch.optim.Optimizer:
 
 
 def train_and_measure(model: nn.Module, cfg: EvalConfig, eval_data: EvalData, seed: int,
-                      device: torch.device) -> dict[str, dict[str, float]]:
-    """Train ``model`` in one run, measuring at every point of ``cfg.labels``."""
+                      device: torch.device, optimizer: torch.optim.Optimizer | None = None,
+                      ) -> dict[str, dict[str, float]]:
+    """Train ``model`` in one run, measuring at every point of ``cfg.labels``.
+
+    ``optimizer`` replaces the recipe's (its learning rate still follows the cosine
+    schedule from ``cfg.lr``)."""
     marks: dict[int, list[str]] = {k: [str(k)] for k in cfg.ks}
     if cfg.epoch:
         marks.setdefault(eval_data.steps_per_epoch, []).append("epoch")
     total = max(marks)
-    optimizer = _optimizer(model, cfg)
+    optimizer = optimizer or _optimizer(model, cfg)
     batches = eval_data.batches(seed)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=cfg.amp and device.type == "cuda")
