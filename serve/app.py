@@ -12,7 +12,6 @@ Endpoints (OpenAPI at ``/openapi.json``, browsable at ``/docs``):
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, BinaryIO
@@ -94,14 +93,6 @@ def _bearer_auth(token: str):
     return check
 
 
-def _metadata(file: BinaryIO) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file's header (the file is rewound after)."""
-    length = int.from_bytes(file.read(8), "little")
-    header = json.loads(file.read(length))
-    file.seek(0)
-    return header.get("__metadata__", {})
-
-
 def _matches(if_none_match: str | None, etag: str) -> bool:
     if if_none_match is None:
         return False
@@ -116,25 +107,23 @@ def _chunks(file: BinaryIO) -> Iterator[bytes]:
 
 
 def _send(served: Served, if_none_match: str | None, *, immutable: bool) -> Response:
-    """Stream an init from its open cache file, or answer 304 if the client has it."""
-    etag = f'"{served.content_hash}"'
-    headers = {"ETag": etag, "Content-Location": f"/v1/inits/{served.content_hash}"}
+    """Stream an init from its checked, open cache file, or answer 304 if the client has it."""
+    init = served.init
+    etag = f'"{init.content_hash}"'
+    headers = {"ETag": etag, "Content-Location": f"/v1/inits/{init.content_hash}"}
     if immutable:  # a content-addressed URL never changes
         headers["Cache-Control"] = "public, max-age=31536000, immutable"
     if _matches(if_none_match, etag):
-        served.file.close()
+        init.file.close()
         return Response(status_code=304, headers=headers)
-    meta = _metadata(served.file)
-    size = served.file.seek(0, 2)
-    served.file.seek(0)
     headers.update({
-        "Content-Length": str(size),
-        "Content-Disposition": f'attachment; filename="{served.content_hash[:16]}.safetensors"',
-        "X-Arch-Hash": meta.get("hyperinit.arch_hash", ""),
-        "X-Generator": meta.get("hyperinit.generator", ""),
+        "Content-Length": str(init.size),
+        "Content-Disposition": f'attachment; filename="{init.content_hash[:16]}.safetensors"',
+        "X-Arch-Hash": init.metadata.get("hyperinit.arch_hash", ""),
+        "X-Generator": init.metadata.get("hyperinit.generator", ""),
         "X-Cache": served.cache,
     })
-    return StreamingResponse(_chunks(served.file), media_type="application/octet-stream",
+    return StreamingResponse(_chunks(init.file), media_type="application/octet-stream",
                              headers=headers)
 
 
@@ -170,7 +159,9 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         422: _error("Invalid request: unknown architecture (with suggestions) or generator "
                     "(with the allowed ones), refused spec, or more parameters than allowed."),
         429: _error("Too many generations running or queued.", _RETRY_AFTER),
-        503: _error("The generation did not finish within the request timeout.", _RETRY_AFTER),
+        503: _error("The request (resolving, reading the cache, generating) did not finish "
+                    "within the request timeout.", _RETRY_AFTER),
+        507: _error("The server's cache disk is full: the init cannot be stored.", _RETRY_AFTER),
     })
     async def create_init(request: InitRequest,
                           if_none_match: IfNoneMatch = None) -> Response:
@@ -180,8 +171,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         same bytes: from the disk cache if generated before, or by joining a generation in
         progress.
         """
-        job = await run_in_threadpool(service.job, request)
-        return _send(await service.serve(job), if_none_match, immutable=False)
+        return _send(await service.serve(request), if_none_match, immutable=False)
 
     @v1.get("/inits/{content_hash}", response_class=Response, summary="Fetch a cached init",
             responses={200: _INIT_OK, 304: _NOT_MODIFIED,
@@ -191,12 +181,12 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
                                                    description="sha256 of the init (its ETag).")],
             if_none_match: IfNoneMatch = None) -> Response:
         """A previously generated init by its content hash, while it is in the cache."""
-        file = service.cache.open(content_hash)
-        if file is None:
+        init = await run_in_threadpool(service.cache.open, content_hash)
+        if init is None:
             raise ServiceError(404, "not_cached",
                                f"no cached init has the hash {content_hash} (it was never "
                                "generated here or was evicted): POST /v1/inits to generate it")
-        return _send(Served(content_hash, file, "hit"), if_none_match, immutable=True)
+        return _send(Served(init, "hit"), if_none_match, immutable=True)
 
     @v1.get("/generators", summary="List generators")
     async def list_generators() -> GeneratorList:
@@ -222,6 +212,9 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
             "cache_entries": ("gauge", "Inits in the disk cache.", len(service.cache)),
             "cache_evictions_total": ("counter", "Inits evicted to keep the cache in its bound.",
                                       service.cache.evictions),
+            "cache_damaged_total": ("counter", "Cached inits found missing or damaged (when "
+                                    "opened, or at start) and dropped; their requests were "
+                                    "generated again.", service.cache.damaged),
         })
         return PlainTextResponse(text, media_type=CONTENT_TYPE)
 

@@ -11,6 +11,14 @@ may share a blob. Every file appears atomically (written aside, then renamed), s
 never leaves a partial init under a real name. Recency is a blob's mtime, bumped on every
 use, so the LRU order survives restarts (``atime`` is unreliable on ``noatime`` mounts).
 
+Integrity: a blob is served only after it was checked, each time it is opened, to be what
+its name says: the sha256 of all its bytes equals its name, and it starts with a readable
+safetensors header. What is sent is the file that was checked (the open file), so a blob
+replaced or deleted meanwhile cannot change the answer. A blob found missing or damaged
+(changed, truncated, emptied) is dropped with the keys that name it and counted in
+:attr:`InitCache.damaged`; the request is then generated again. The scan at start checks
+every blob the same way.
+
 The size bound and LRU order are tracked in memory, so a folder belongs to one process.
 The init just written is never evicted: the cache stays within ``max_bytes`` unless one init
 alone is larger.
@@ -26,8 +34,11 @@ import tempfile
 import threading
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from hyperinit.errors import OutputPathError
 
 SUFFIX = ".safetensors"
 _CHUNK = 1 << 20
@@ -40,11 +51,55 @@ def request_key(request: dict[str, Any]) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
+        return _sha256(f)
+
+
+def _sha256(file: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := file.read(_CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def _metadata(file: BinaryIO) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's header; ValueError if there is none."""
+    length = int.from_bytes(file.read(8), "little")
+    header = json.loads(file.read(length))
+    metadata = header.get("__metadata__", {}) if isinstance(header, dict) else None
+    if not isinstance(metadata, dict):
+        raise ValueError("not a safetensors header")
+    return metadata
+
+
+@dataclass(frozen=True)
+class CachedInit:
+    """A cached init checked to be what its hash names, open for sending."""
+
+    content_hash: str
+    file: BinaryIO
+    size: int
+    metadata: dict[str, str]
+
+
+def verified(path: Path, content_hash: str) -> CachedInit | None:
+    """``path`` opened and checked to be the init ``content_hash`` names (the sha256 of its
+    bytes, and a safetensors header); None if it is missing or damaged."""
+    try:
+        file = open(path, "rb")  # noqa: SIM115 (returned open: the caller sends and closes it)
+    except FileNotFoundError:
+        return None
+    try:
+        if _sha256(file) != content_hash:
+            raise ValueError("the bytes do not match their hash")
+        size = file.tell()
+        file.seek(0)
+        metadata = _metadata(file)
+        file.seek(0)
+    except (OSError, ValueError):  # unreadable, changed, or no header (a bad file, any byte)
+        file.close()
+        return None
+    return CachedInit(content_hash, file, size, metadata)
 
 
 class InitCache:
@@ -53,11 +108,19 @@ class InitCache:
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.root, self.max_bytes = Path(root), max_bytes
         self.blobs, self.keys, self.tmp = (self.root / d for d in ("blobs", "keys", "tmp"))
-        for folder in (self.blobs, self.keys):
-            folder.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.tmp, ignore_errors=True)  # leftovers of a killed process
-        self.tmp.mkdir()
+        try:
+            for folder in (self.blobs, self.keys):
+                folder.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(self.tmp, ignore_errors=True)  # leftovers of a killed process
+            self.tmp.mkdir()
+            with tempfile.TemporaryFile(dir=self.tmp):  # a real probe, as root too
+                pass
+        except OSError as err:
+            raise OutputPathError(f"cache folder {self.root} is not writable "
+                                  f"({err.strerror}): give a writable folder as the cache "
+                                  "(--cache-dir)") from err
         self.evictions = 0
+        self.damaged = 0  # blobs found missing or damaged, and dropped
         self._bytes = 0
         self._lock = threading.Lock()
         self._lru: OrderedDict[str, int] = OrderedDict()  # content hash -> bytes, oldest first
@@ -65,14 +128,25 @@ class InitCache:
         self._scan()
 
     def _scan(self) -> None:
+        """Take in every blob that checks out (oldest first) and the keys that name one."""
         blobs = sorted(self.blobs.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime)
         for blob in blobs:
-            self._add(blob.name.removesuffix(SUFFIX), blob.stat().st_size)
+            content = blob.name.removesuffix(SUFFIX)
+            found = verified(blob, content)
+            if found is None:
+                blob.unlink()
+                self.damaged += 1
+                continue
+            found.file.close()
+            self._add(content, found.size)
         for key_file in self.keys.iterdir():
-            content = key_file.read_text().strip()
+            try:
+                content = key_file.read_text().strip()
+            except (OSError, ValueError):
+                content = None
             if content in self._keys_of:
                 self._keys_of[content].add(key_file.name)
-            else:  # its blob was evicted or lost
+            else:  # its blob was evicted, lost or damaged, or the key file is
                 key_file.unlink()
 
     def _add(self, content: str, size: int) -> None:
@@ -91,17 +165,17 @@ class InitCache:
     def blob_path(self, content_hash: str) -> Path:
         return self.blobs / f"{content_hash}{SUFFIX}"
 
-    def lookup(self, key: str) -> tuple[str, BinaryIO] | None:
-        """The content hash and open file of the init a request key produced, if cached."""
+    def lookup(self, key: str) -> CachedInit | None:
+        """The checked, open init a request key produced, if cached and intact."""
         try:
             content = (self.keys / key).read_text().strip()
-        except FileNotFoundError:
+        except (OSError, ValueError):
             return None
-        file = self.open(content)
-        return (content, file) if file is not None else None
+        return self.open(content)
 
-    def open(self, content_hash: str) -> BinaryIO | None:
-        """The cached init, opened for reading and marked as just used; None if not cached.
+    def open(self, content_hash: str) -> CachedInit | None:
+        """The cached init, checked (:func:`verified`), open for reading and marked as just
+        used; None if not cached, or if it was missing or damaged (then it is dropped).
 
         The open file stays readable even if the init is evicted while it is being sent.
         """
@@ -109,9 +183,31 @@ class InitCache:
             if content_hash not in self._lru:
                 return None
             self._lru.move_to_end(content_hash)
-            path = self.blob_path(content_hash)
-            os.utime(path)
-            return open(path, "rb")
+        found = verified(self.blob_path(content_hash), content_hash)
+        if found is None:
+            self._drop_damaged(content_hash)
+            return None
+        os.utime(found.file.fileno())  # the file that was checked, even if evicted since
+        return found
+
+    def _drop_damaged(self, content_hash: str) -> None:
+        """Forget a blob that failed its check, unless a good copy replaced it meanwhile."""
+        with self._lock:
+            again = verified(self.blob_path(content_hash), content_hash)
+            if again is not None:
+                again.file.close()
+                return
+            if content_hash not in self._lru:  # evicted or dropped by another thread
+                return
+            self._forget(content_hash)
+            self.damaged += 1
+
+    def _forget(self, content: str) -> None:
+        """Remove an init and the keys naming it (the lock is held)."""
+        self._bytes -= self._lru.pop(content)
+        for key in self._keys_of.pop(content, ()):
+            (self.keys / key).unlink(missing_ok=True)
+        self.blob_path(content).unlink(missing_ok=True)
 
     def temp_path(self) -> Path:
         """A fresh path under ``tmp/`` for a generation to write to."""
@@ -121,12 +217,12 @@ class InitCache:
         """Move a finished init into the cache under ``key``; returns its content hash."""
         content = file_sha256(file)
         blob = self.blob_path(content)
-        os.replace(file, blob)  # same bytes if it was there already
         fd, tmp_key = tempfile.mkstemp(dir=self.tmp)
         with os.fdopen(fd, "w") as f:
             f.write(content)
-        os.replace(tmp_key, self.keys / key)
         with self._lock:
+            os.replace(file, blob)  # same bytes if it was there already, or a damaged copy
+            os.replace(tmp_key, self.keys / key)
             self._add(content, blob.stat().st_size)
             self._keys_of[content].add(key)
             self._evict(keep=content)
@@ -139,8 +235,5 @@ class InitCache:
                 return
             if content == keep:
                 continue
-            self._bytes -= self._lru.pop(content)
-            for key in self._keys_of.pop(content, ()):
-                (self.keys / key).unlink(missing_ok=True)
-            self.blob_path(content).unlink(missing_ok=True)
+            self._forget(content)
             self.evictions += 1

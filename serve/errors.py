@@ -57,6 +57,11 @@ def _validation_response(_: Request, exc: RequestValidationError) -> JSONRespons
 
 
 def _http_response(_: Request, exc: HTTPException) -> JSONResponse:
+    if exc.status_code == 400:  # FastAPI's only 400: a body it cannot decode (not UTF-8)
+        return ServiceError(
+            400, "malformed_json",
+            f"the request body is not valid JSON (it is not UTF-8 text); send a JSON object "
+            f"with the fields {', '.join(REQUEST_FIELDS)}").response()
     codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
     return ServiceError(exc.status_code, codes.get(exc.status_code, f"http_{exc.status_code}"),
                         str(exc.detail), headers=exc.headers).response()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from graphs.specs import NUM_CLASSES_MAX, check_finite
+from hyperinit.validation import SEED_MAX
 
 Dtype = Literal["float32", "float16", "bfloat16"]
 REQUEST_FIELDS = ("arch", "num_classes", "seed", "noise", "generator", "dtype", "config")
@@ -29,14 +32,14 @@ class InitRequest(BaseModel):
         examples=["torchvision:resnet18", "hf:gpt2",
                   {"model_type": "bert", "num_hidden_layers": 2}])
     num_classes: int | None = Field(
-        default=None, ge=1, le=2**31 - 1,
+        default=None, ge=1, le=NUM_CLASSES_MAX, strict=True,
         description="Classifier size (`num_labels` for transformers); default: the model's own.")
     seed: int = Field(
-        default=0, ge=0, le=2**53 - 1,  # the largest integer every JSON client holds exactly
+        default=0, ge=0, le=SEED_MAX, strict=True,
         description="A seed gives fixed bytes; other seeds give other, equally good inits. It "
                     "draws the `noise` and, for a diffusion generator, the sampling noise.")
     noise: float | None = Field(
-        default=None, ge=0, le=1,
+        default=None, ge=0, le=1, strict=True, allow_inf_nan=False,
         description="Fraction of each weight's variance replaced by Gaussian noise (0: the "
                     "prediction itself); default: the generator's own, as in "
                     "`hyperinit.predict`.")
@@ -50,6 +53,14 @@ class InitRequest(BaseModel):
         description="Constructor keyword arguments (torchvision, timm) or `transformers` config "
                     "overrides (hf), as JSON values.",
         examples=[{"n_layer": 2, "n_embd": 128, "n_head": 4}])
+
+    @field_validator("arch", "config")
+    @classmethod
+    def _finite(cls, value: str | dict[str, Any], info) -> str | dict[str, Any]:
+        """The rule ``graphs.resolve`` applies: no Infinity or NaN in options."""
+        if isinstance(value, dict):
+            check_finite(value, info.field_name)
+        return value
 
 
 class ErrorBody(BaseModel):

@@ -8,10 +8,9 @@
   runs it in a thread pool of ``max_concurrent`` workers, refuses new work beyond
   ``max_concurrent + queue_limit`` (429), and stops waiting after ``request_timeout_s`` (503;
   the generation finishes into the cache anyway).
-* Before generating, the architecture's parameter count is checked against ``max_params`` on
-  a model built on the ``meta`` device: no memory and no trace, even for absurd sizes. That
-  build itself runs under a budget (:func:`construction_budget`), so a config with a million
-  layers is stopped early instead of filling memory with module objects.
+* Before generating, the architecture's size is checked against ``max_params`` with
+  :func:`graphs.check_size`: on small ``meta`` builds, never a full build of a declared size,
+  so a config with a million layers is refused in milliseconds (``graphs/size.py``).
 """
 
 from __future__ import annotations
@@ -21,22 +20,20 @@ import difflib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TypeVar
 
-import torch
-from torch.nn.modules import module as torch_module
+from starlette.concurrency import run_in_threadpool
 
 import graphs
 import hyperinit
-from graphs import ArchSpec, GraphBuildError, UnknownArchitectureError
+from graphs import ArchitectureTooLargeError, ArchSpec, GraphBuildError, UnknownArchitectureError
 from graphs.specs import HF_SIZES
 from hyperinit.predict import resolve_noise
 
-from .cache import InitCache, request_key
+from .cache import CachedInit, InitCache, request_key
 from .config import ServeConfig
 from .errors import ServiceError, suggestions_in
 from .generators import GeneratorSet, LoadedGenerator
@@ -44,14 +41,12 @@ from .metrics import Metrics
 from .schemas import InitRequest
 
 log = logging.getLogger("serve")
+T = TypeVar("T")
 RESERVED_CONFIG_KEYS = ("num_classes", "spec")
 # Constructor options that load weights or read files (timm's checkpoint_path would even
 # torch.load a server file). Refused unless null: the service predicts weights, never loads.
 WEIGHT_OPTIONS = ("weights", "weights_backbone", "pretrained", "pretrained_cfg",
                   "pretrained_cfg_overlay", "checkpoint_path", "cache_dir")
-# Submodules a model may register while it is built: the largest real models have a few
-# thousand (an 8x60-layer mixture of experts about 25k), so this only stops absurd configs.
-MAX_MODULES = 100_000
 
 
 @dataclass(frozen=True)
@@ -68,11 +63,17 @@ class InitJob:
 
 @dataclass
 class Served:
-    """An init ready to send: its content hash, open file, and whether it came from cache."""
+    """An init ready to send: the checked, open cache file, and whether it came from cache."""
 
-    content_hash: str
-    file: BinaryIO
+    init: CachedInit
     cache: str  # "hit", "miss" or "shared"
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    """Read a task's outcome even if every waiter timed out, so asyncio logs no "exception
+    was never retrieved"."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _refuse(detail: str, error: str = "architecture_not_allowed") -> ServiceError:
@@ -125,18 +126,10 @@ def resolve_arch(request: InitRequest) -> ArchSpec:
     except UnknownArchitectureError as err:
         raise ServiceError(422, "unknown_architecture", str(err),
                            suggestions=suggestions_in(str(err))) from err
+    except GraphBuildError as err:  # options graphs.resolve refuses
+        raise ServiceError(422, "invalid_architecture", str(err)) from err
 
 
-class OverBudget(Exception):
-    """A model being built registered more tensor elements or modules than allowed.
-
-    Not a ``ValueError``, so ``ArchSpec.build`` lets it through instead of wrapping it.
-    """
-
-
-_budget = threading.local()  # .elements and .modules left to the build in this thread
-_hooks_lock = threading.Lock()
-_hooks: list = []
 # transformers' lazy module is not thread-safe: two threads that touch a name for the first
 # time can both fail with ImportError. Model classes are first touched when a model is built,
 # and every request's first build is the size check, so size checks take turns.
@@ -147,71 +140,6 @@ def _import_transformers() -> None:
     """Import, in one thread, the transformers names that request threads resolve specs with."""
     from transformers import CONFIG_MAPPING, AutoConfig  # noqa: F401
     from transformers.models.auto import configuration_auto, modeling_auto  # noqa: F401
-
-
-def _charge(elements: int, modules: int) -> None:
-    if getattr(_budget, "elements", None) is None:
-        return  # not building under a budget in this thread
-    _budget.elements -= elements
-    _budget.modules -= modules
-    if _budget.elements < 0 or _budget.modules < 0:
-        raise OverBudget
-
-
-def _on_tensor(module, name, tensor) -> None:
-    if tensor is not None:
-        _charge(tensor.numel(), 0)
-
-
-def _on_module(module, name, submodule) -> None:
-    if submodule is not None:
-        _charge(0, 1)
-
-
-@contextmanager
-def construction_budget(elements: int, modules: int = MAX_MODULES) -> Iterator[None]:
-    """Raise :class:`OverBudget` as soon as models built in this thread register more than
-    ``elements`` parameter/buffer elements or ``modules`` submodules.
-
-    Uses torch's global registration hooks (installed once), which charge only threads
-    inside this context.
-    """
-    with _hooks_lock:
-        if not _hooks:
-            _hooks.extend([
-                torch_module.register_module_parameter_registration_hook(_on_tensor),
-                torch_module.register_module_buffer_registration_hook(_on_tensor),
-                torch_module.register_module_module_registration_hook(_on_module),
-            ])
-    _budget.elements, _budget.modules = elements, modules
-    try:
-        yield
-    finally:
-        _budget.elements = _budget.modules = None
-
-
-def count_parameters(spec: ArchSpec, max_params: int) -> int:
-    """Scalar parameters of ``spec`` (tied ones once), from a model built on ``meta``.
-
-    Everything is built on ``meta`` so even a classifier with 10**9 classes costs nothing. A
-    few models compute buffers from data at construction (torchvision's RegNets); they are
-    built the ordinary way (parameters on ``meta``, buffers real). Either build stops with
-    :class:`OverBudget` past twice ``max_params`` elements (parameters and buffers, tied
-    ones as often as they are registered) or :data:`MAX_MODULES` modules.
-    """
-    try:
-        try:
-            with construction_budget(2 * max_params), torch.device("meta"):
-                module = spec.build()
-        except (NotImplementedError, RuntimeError):
-            with construction_budget(2 * max_params):
-                module = spec.build()
-    except (GraphBuildError, UnknownArchitectureError, OverBudget):
-        raise
-    except Exception as err:  # any constructor failure comes from the request's options
-        raise GraphBuildError(f"cannot build {spec.label} with options {spec.kwargs}: "
-                              f"{type(err).__name__}: {err}") from err
-    return sum(p.numel() for p in module.parameters())
 
 
 class InitService:
@@ -236,34 +164,50 @@ class InitService:
                            "hyperinit": hyperinit.__version__})
         return InitJob(spec, generator, request.seed, noise, request.dtype, key)
 
-    async def serve(self, job: InitJob) -> Served:
-        """The init for ``job``: from cache, from a generation in progress, or generated."""
-        cached = self.cache.lookup(job.key)
+    async def serve(self, request: InitRequest) -> Served:
+        """The init for ``request``: from cache, from a generation in progress, or generated.
+
+        Every step (resolving the request, reading the cache, generating) runs within
+        ``request_timeout_s`` from the start, else 503; none of them is cancelled by it.
+        """
+        deadline = time.monotonic() + self.config.request_timeout_s
+        job = await self._within(deadline, run_in_threadpool(self.job, request),
+                                 "resolving the request")
+        cached = await self._within(deadline, run_in_threadpool(self.cache.lookup, job.key),
+                                    "reading the cache")
         if cached is not None:
             self.metrics.count_cache("hit")
-            return Served(*cached, "hit")
+            return Served(cached, "hit")
         flight = self._flights.get(job.key)
         outcome = "shared" if flight is not None else "miss"
         if flight is None:
             flight = self._start(job)
         self.metrics.count_cache(outcome)
-        # asyncio.wait never cancels the generation: on timeout (or if this request is
-        # cancelled) it goes on for the other waiters and the cache.
-        done, _ = await asyncio.wait({flight}, timeout=self.config.request_timeout_s)
+        content = await self._within(  # raises the generation's ServiceError, if any
+            deadline, flight, f"generating {job.spec.label}",
+            "it goes on in the background: retry the same request later")
+        init = await self._within(deadline, run_in_threadpool(self.cache.open, content),
+                                  "reading the cache")
+        if init is None:
+            raise ServiceError(503, "evicted",
+                               "the init was evicted or damaged before it could be sent (the "
+                               "cache is too small for this load, or its disk fails): retry",
+                               headers={"Retry-After": str(self.config.retry_after_s)})
+        return Served(init, outcome)
+
+    async def _within(self, deadline: float, step: Awaitable[T], what: str,
+                      then: str = "retry later") -> T:
+        """The result of ``step``, or 503 once ``deadline`` passes. ``asyncio.wait`` never
+        cancels the step: a generation goes on for the other waiters and the cache."""
+        task = asyncio.ensure_future(step)
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
         if not done:
+            task.add_done_callback(_retrieve)
             raise ServiceError(
                 503, "timeout",
-                f"generating {job.spec.label} took longer than {self.config.request_timeout_s:g} "
-                "s; it goes on in the background: retry the same request later",
+                f"{what} took longer than {self.config.request_timeout_s:g} s; {then}",
                 headers={"Retry-After": str(self.config.retry_after_s)})
-        content = flight.result()  # raises the generation's ServiceError, if any
-        file = self.cache.open(content)
-        if file is None:
-            raise ServiceError(503, "evicted",
-                               "the init was evicted before it could be sent (the cache is too "
-                               "small for this load): retry",
-                               headers={"Retry-After": str(self.config.retry_after_s)})
-        return Served(content, file, outcome)
+        return task.result()
 
     def _start(self, job: InitJob) -> asyncio.Task[str]:
         limit = self.config.max_concurrent + self.config.queue_limit
@@ -275,8 +219,7 @@ class InitService:
                 headers={"Retry-After": str(self.config.retry_after_s)})
         self.in_flight += 1
         task = asyncio.get_running_loop().create_task(self._run(job))
-        # Read the outcome even if every waiter timed out, so asyncio logs no "never retrieved".
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        task.add_done_callback(_retrieve)
         self._flights[job.key] = task
         return task
 
@@ -289,20 +232,13 @@ class InitService:
             del self._flights[job.key]
 
     def _check_size(self, spec: ArchSpec) -> None:
-        """422 if ``spec`` has more parameters than ``max_params`` (or is absurdly large)."""
-        limit = self.config.max_params
+        """422 if ``spec`` has more than ``max_params`` parameters or ``graphs.size``'s module
+        limit, found without building it in full (milliseconds for any declared size)."""
         try:
             with _first_build_lock:
-                params = count_parameters(spec, limit)
-        except OverBudget:
-            size = f"more than {limit:,} parameters or {MAX_MODULES:,} modules (building stopped)"
-        else:
-            if params <= limit:
-                return
-            size = f"{params:,} parameters"
-        raise ServiceError(422, "too_many_parameters",
-                           f"{spec.label} with options {spec.kwargs} has {size}; this server "
-                           f"generates inits of at most {limit:,} parameters")
+                graphs.check_size(spec, self.config.max_params)
+        except ArchitectureTooLargeError as err:
+            raise ServiceError(422, "too_many_parameters", f"{err} on this server") from err
 
     def _generate(self, job: InitJob) -> str:
         """Check the size, generate into ``tmp/``, move into the cache (a pool thread)."""
@@ -320,6 +256,14 @@ class InitService:
             raise ServiceError(422, "invalid_architecture", str(err)) from err
         except hyperinit.GeneratorLimitError as err:
             raise ServiceError(422, "too_large_for_generator", str(err)) from err
+        except hyperinit.DiskFullError as err:
+            log.error("generating %s: %s", job.spec.label, err)
+            raise ServiceError(
+                507, "insufficient_storage",
+                f"the server's cache disk is full, so the init of {job.spec.label} cannot be "
+                "stored (nothing was kept): retry later, once its operator has freed space or "
+                "lowered --cache-max-bytes",
+                headers={"Retry-After": str(self.config.retry_after_s)}) from err
         except Exception as err:
             log.exception("generating %s failed", job.spec.label)
             raise ServiceError(500, "generation_failed",

@@ -12,74 +12,31 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
-import uvicorn
+from serving import (
+    RESNET18,
+    TINY_GPT2,
+    Server,
+    config,
+    gpt2,
+    metric,
+    running,
+    serve_process,
+    wait_until,
+)
 
 import hyperinit
 from hyperinit.diffusion import DiffusionConfig, WeightDiffusion
-from serve import ServeConfig, create_app
+from serve import ServeConfig
 from serve.service import InitService
-
-TINY_GPT2 = {"n_layer": 1, "n_embd": 64, "n_head": 2, "vocab_size": 256, "n_positions": 64,
-             "bos_token_id": 0, "eos_token_id": 0}
-RESNET18 = {"arch": "torchvision:resnet18", "num_classes": 10}
-
-
-def gpt2(seed: int = 0) -> dict:
-    """A tiny GPT-2 request; with some noise, each seed is its own init (other bytes)."""
-    return {"arch": "hf:gpt2", "config": TINY_GPT2, "seed": seed, "noise": 0.1}
-
-
-@dataclass
-class Server:
-    client: httpx.Client
-    service: InitService
-    url: str
-
-
-@contextmanager
-def running(config: ServeConfig, headers: dict[str, str] | None = None) -> Iterator[Server]:
-    """The app served by uvicorn on a free loopback port, for the duration of the block."""
-    app = create_app(config)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started or not thread.is_alive())
-    assert server.started, "uvicorn did not start"
-    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    try:
-        with httpx.Client(base_url=url, timeout=120, headers=headers) as client:
-            yield Server(client, app.state.service, url)
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
-    """Poll a condition (not a sleep that hopes for the best): fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting for the server"
-        time.sleep(0.01)
-
-
-def config(tmp_path: Path, **overrides) -> ServeConfig:
-    options = {"generators": ("untrained",), "cache_dir": tmp_path / "cache",
-               "max_params": 20_000_000, **overrides}
-    return ServeConfig(**options)
 
 
 @pytest.fixture(scope="module")
@@ -117,14 +74,6 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     monkeypatch.setattr(hyperinit, "save_init", gated)
     yield opened
     opened.set()
-
-
-def metric(server: Server, line_start: str) -> float:
-    text = server.client.get("/metrics").text
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-              if line.startswith(line_start)]
-    assert values, f"no metric {line_start} in\n{text}"
-    return sum(values)
 
 
 # ----- getting an init ------------------------------------------------------------------
@@ -291,6 +240,44 @@ def test_full_queue_answers_429_and_slow_generation_503(tmp_path: Path, gate: th
         assert retried.status_code == 200 and retried.headers["x-cache"] == "hit"
 
 
+def test_the_timeout_covers_resolving_the_request(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch):
+    """A request whose resolving is held at a gate gets 503 at the timeout, as a slow
+    generation does."""
+    from serve import service
+
+    opened, resolve = threading.Event(), service.resolve_arch
+
+    def gated(request):
+        assert opened.wait(60), "the test never opened the gate"
+        return resolve(request)
+
+    monkeypatch.setattr(service, "resolve_arch", gated)
+    slow = config(tmp_path, request_timeout_s=1.0, retry_after_s=3)
+    with running(slow) as server:
+        try:
+            response = server.client.post("/v1/inits", json=gpt2(seed=1), timeout=10)
+        finally:
+            opened.set()
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] == "3"
+        assert "resolving the request took longer than 1 s" in response.json()["detail"]
+        assert server.client.get("/healthz").status_code == 200
+
+
+def test_tied_weights_count_once_against_max_params(tmp_path: Path):
+    """A one-layer GPT-2 of 3.27M parameters whose 3.2M embedding is also its output layer:
+    under a 4M limit (counted twice it was refused), and tied in the init."""
+    from safetensors.torch import load
+
+    with running(config(tmp_path, max_params=4_000_000)) as server:
+        response = server.client.post("/v1/inits", json={"arch": "hf:gpt2", "config": {
+            "n_layer": 1, "n_embd": 64, "n_head": 2, "n_positions": 64}})
+        assert response.status_code == 200, response.text
+    state = load(response.content)
+    assert torch.equal(state["lm_head.weight"], state["transformer.wte.weight"])
+
+
 def test_bearer_token(tmp_path: Path):
     with running(config(tmp_path, token="s3cret")) as server:
         missing = server.client.get("/v1/generators")
@@ -339,6 +326,14 @@ BAD_REQUESTS = {
                           "unknown_generator"),
     "too large for the generator": ({"json": {**RESNET18, "generator": "tiny-diffusion"}}, 422,
                                     "too_large_for_generator"),
+    "classes as a bool": ({"json": {**RESNET18, "num_classes": True}}, 422, "invalid_request"),
+    "seed as a bool": ({"json": {**RESNET18, "seed": True}}, 422, "invalid_request"),
+    "noise as a bool": ({"json": {**RESNET18, "noise": True}}, 422, "invalid_request"),
+    "Infinity in config": ({"content": b'{"arch": "hf:gpt2", "config": {"n_layer": Infinity}}'},
+                           422, "invalid_request"),
+    "NaN in a config object": ({"content": b'{"arch": {"model_type": "gpt2", "n_embd": NaN}}'},
+                               422, "invalid_request"),
+    "not UTF-8": ({"content": b'{"arch": "torchvision:resnet18\xff"}'}, 400, "malformed_json"),
     "body too large": ({"json": {"arch": "x" * 100_000}}, 413, "body_too_large"),
     "chunked body too large": ({"content": partial(_chunked, 100_000)}, 413, "body_too_large"),
 }
@@ -362,6 +357,8 @@ def test_bad_requests_get_clear_errors(main: Server, name: str):
         assert "at most 8192" in body["detail"] and "ghn" in body["detail"]
     if error == "too_many_parameters":
         assert "20,000,000" in body["detail"]
+    if name.startswith(("Infinity", "NaN")):
+        assert "is inf" in body["detail"] or "is nan" in body["detail"]
 
 
 def test_still_serves_after_bad_requests(main: Server):
@@ -399,30 +396,13 @@ def test_lru_eviction_keeps_the_cache_in_its_bound(tmp_path: Path):
 
 # ----- command line -------------------------------------------------------------------------
 def test_hyperinit_serve_command(tmp_path: Path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [sys.executable, "-m", "hyperinit.cli", "serve", "--port", str(port),
-               "--generator", "untrained", "--cache-dir", str(tmp_path), "--token", "t0k",
-               "--max-body-bytes", "1K", "--log-level", "warning"]
-    server = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1])
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            def ready() -> bool:
-                assert server.poll() is None, "hyperinit serve exited"
-                try:
-                    return client.get("/healthz").status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            wait_until(ready, timeout=120)
-            assert client.get("/v1/generators").status_code == 401
-            big = client.post("/v1/inits", json={"arch": "x" * 2000},
-                              headers={"Authorization": "Bearer t0k"})
-            assert big.status_code == 413 and "1,024" in big.json()["detail"]
-    finally:
-        server.terminate()
-        server.wait(30)
+    options = ("--generator", "untrained", "--cache-dir", str(tmp_path), "--token", "t0k",
+               "--max-body-bytes", "1K")
+    with serve_process(*options) as server:
+        assert server.client.get("/v1/generators").status_code == 401
+        big = server.client.post("/v1/inits", json={"arch": "x" * 2000},
+                                 headers={"Authorization": "Bearer t0k"})
+        assert big.status_code == 413 and "1,024" in big.json()["detail"]
 
 
 # ----- introspection ----------------------------------------------------------------------

@@ -12,7 +12,7 @@ import torch
 
 import graphs
 import hyperinit
-from graphs.size import EXACT_MODULES, MAX_MODULES, measure
+from graphs.size import EXACT_MODULES, MAX_MODULES, OverBudget, construction_budget, measure
 
 # Small members of each family with more than 3 layers, so the count is extrapolated; T5 and
 # BART have separate encoder and decoder counts.
@@ -84,8 +84,18 @@ def test_any_declared_size_is_refused_in_milliseconds(options: dict):
     assert time.perf_counter() - start < 0.5
 
 
+def test_a_build_stops_at_its_module_budget():
+    """A timm ViT with 100,000 blocks cannot be extrapolated: it is built until it has
+    registered the budget's modules (here 200, to be quick)."""
+    pytest.importorskip("timm")
+    spec = graphs.resolve("timm:vit_tiny_patch16_224", depth=100_000)
+    with pytest.raises(OverBudget), construction_budget(10**12, modules=200):
+        spec.build()
+
+
+@pytest.mark.slow
 def test_builds_that_cannot_be_extrapolated_stop_at_the_module_limit():
-    """A timm ViT with 100,000 blocks: built until it registers MAX_MODULES modules."""
+    """The same ViT against the real limit: refused once it registers MAX_MODULES modules."""
     pytest.importorskip("timm")
     spec = graphs.resolve("timm:vit_tiny_patch16_224", depth=100_000)
     with pytest.raises(graphs.ArchitectureTooLargeError, match="counting stopped"):
