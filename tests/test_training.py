@@ -156,6 +156,27 @@ def test_init_starts_from_a_trained_generator(tmp_path, generator_config):
         make_trainer(generator_config(tmp_path / "third", init=str(exported), hidden=32))
 
 
+def test_encoder_init_starts_the_encoder_of_another_decoder(tmp_path, shared_data):
+    """``encoder_init`` copies a trained generator's graph encoder, whatever its decoder (a
+    0.2 Fourier one here), and leaves the new decoder as built."""
+    size = {k: TINY["ghn"][k] for k in ("hidden", "layers", "heads", "rank", "features")}
+    old = hyperinit.GraphHyperNetwork(hyperinit.GHNConfig(**size, decoder="fourier"))
+    old.save_pretrained(tmp_path / "old")
+    fresh = make_trainer(tiny_config(tmp_path / "fresh"))
+    started = make_trainer(tiny_config(tmp_path / "run", encoder_init=str(tmp_path / "old")))
+    assert started.model.config.decoder == "index"
+    for k, v in started.model.encoder.state_dict().items():
+        assert torch.equal(v, old.encoder.state_dict()[k])
+    for k, v in started.model.decoder.state_dict().items():
+        assert torch.equal(v, fresh.model.decoder.state_dict()[k])
+    with pytest.raises(ValueError, match=r"encoder_init=.* has no graph encoder of this run's "
+                                         r"size \(hidden, layers, heads = 32, 1, 2\)"):
+        make_trainer(tiny_config(tmp_path / "wide", hidden=32,
+                                 encoder_init=str(tmp_path / "old")))
+    with pytest.raises(ValueError, match="init and encoder_init both set"):
+        tiny_config(tmp_path / "both", init="ghn-cifar10", encoder_init="ghn-cifar10")
+
+
 def test_noise_aware_training_and_the_generators_noise(tmp_path, shared_data):
     """``noise=F`` trains on the predictions as ``predict(noise=F)`` makes them, drawn from
     (seed, step, rank), and writes F to the generator; fine-tuning keeps an init's noise."""

@@ -44,6 +44,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     reg: float = 3e-5  # weight of the sum of predicted tensors' Frobenius norms (GHN-3)
     init: str | None = None  # start from this generator's weights (folder or shipped name)
+    # ghn: start only the graph encoder from this generator (folder or shipped name), whatever
+    # its decoder: a new decoder then learns from node embeddings that already know
+    # architectures. The encoder sizes (hidden, layers, heads) must match.
+    encoder_init: str | None = None
     # ghn: also minimize the loss after this many plain SGD steps (lr lookahead_lr) from the
     # predicted parameters, differentiated through the steps: trains for inits that *train*
     # well, not only ones that start well (GradInit's idea; each step costs about 3x)
@@ -98,7 +102,9 @@ class TrainConfig:
         if self.lookahead_steps < 0 or self.lookahead_lr <= 0:
             raise ValueError(f"lookahead_steps must be at least 0 and lookahead_lr above 0, got "
                              f"{self.lookahead_steps} and {self.lookahead_lr}")
-        for name in ("lookahead_steps", "noise", "orth"):
+        if self.init and self.encoder_init:
+            raise ValueError("init and encoder_init both set where the model starts: give one")
+        for name in ("lookahead_steps", "noise", "orth", "encoder_init"):
             if getattr(self, name) and self.generator != "ghn":
                 raise ValueError(f"{name} only applies to generator='ghn'")
         if self.noise is not None and not 0 <= self.noise < 1:

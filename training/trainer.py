@@ -126,6 +126,8 @@ class Trainer:
         self.model = self.build_model().to(self.device)
         if cfg.init:
             self.load_init(cfg.init)
+        if cfg.encoder_init:
+            self.load_encoder(cfg.encoder_init)
         if self.world > 1:  # start every rank from rank 0's weights
             for p in self.model.parameters():
                 dist.broadcast(p.data, src=0)
@@ -176,6 +178,18 @@ class Trainer:
             self.model.config.noise = source.config.noise  # a GHN's default noise
         if self.cfg.orth is None and hasattr(source.config, "orth"):
             self.model.config.orth = source.config.orth  # trained through it: keep it so
+
+    def load_encoder(self, name: str) -> None:
+        """Start the graph encoder from a trained generator's, whatever its decoder."""
+        source = load_generator(name)
+        theirs = getattr(source, "encoder", None)
+        if not isinstance(source, GraphHyperNetwork) or any(
+                getattr(source.config, k) != getattr(self.model.config, k)
+                for k in ("hidden", "layers", "heads")):
+            raise ValueError(f"encoder_init={name!r} has no graph encoder of this run's size "
+                             f"(hidden, layers, heads = {self.model.config.hidden}, "
+                             f"{self.model.config.layers}, {self.model.config.heads})")
+        self.model.encoder.load_state_dict(theirs.state_dict())
 
     # ----- one step -----------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
