@@ -39,10 +39,13 @@ class ServeConfig:
         cache_max_bytes: the cache evicts least recently used inits above this size.
         max_concurrent: generations running at once (each uses all of torch's threads).
         queue_limit: generations waiting for a slot; beyond it requests get 429.
-        request_timeout_s: how long a request waits for its generation before a 503 (the
-            generation goes on and lands in the cache, so a retry is fast).
+        request_timeout_s: how long a request may take, over every step (resolving it,
+            reading the cache, generating), before a 503 (a generation goes on and lands in
+            the cache, so a retry is fast).
         retry_after_s: the ``Retry-After`` seconds sent with 429 and 503.
-        max_params: largest architecture (parameters) the service generates for.
+        max_params: largest architecture (parameters, tied ones once) the service
+            generates for; ``graphs.check_size`` checks it, and at most 10,000 modules,
+            before anything is built.
         max_body_bytes: largest request body accepted (413 above).
         token: if set, ``/v1/*`` needs ``Authorization: Bearer <token>``.
     """
@@ -55,7 +58,7 @@ class ServeConfig:
     queue_limit: int = 8
     request_timeout_s: float = 300.0
     retry_after_s: int = 5
-    max_params: int = 2_000_000_000
+    max_params: int = 2_000_000_000  # graphs.DEFAULT_MAX_PARAMS (this module imports no torch)
     max_body_bytes: int = 64 * 1024
     token: str | None = None
 

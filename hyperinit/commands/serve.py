@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default %(default)s)")
     p.add_argument("--timeout", type=float, default=defaults["request_timeout_s"].default,
                    metavar="SECONDS",
-                   help="answer 503 if a generation takes longer (default %(default)s)")
+                   help="answer 503 if a request (resolving it, reading the cache, "
+                        "generating) takes longer (default %(default)s)")
     p.add_argument("--max-params", type=int, default=defaults["max_params"].default,
                    help="refuse architectures with more parameters (default %(default)s)")
     p.add_argument("--max-body-bytes", type=_size, metavar="SIZE",
