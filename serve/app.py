@@ -185,7 +185,8 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         if init is None:
             raise ServiceError(404, "not_cached",
                                f"no cached init has the hash {content_hash} (it was never "
-                               "generated here or was evicted): POST /v1/inits to generate it")
+                               "generated here, was evicted, or was found damaged and "
+                               "dropped): POST /v1/inits to generate it")
         return _send(Served(init, "hit"), if_none_match, immutable=True)
 
     @v1.get("/generators", summary="List generators")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from graphs.specs import NUM_CLASSES_MAX, check_finite
 from hyperinit.validation import SEED_MAX
@@ -56,7 +56,7 @@ class InitRequest(BaseModel):
 
     @field_validator("arch", "config")
     @classmethod
-    def _finite(cls, value: str | dict[str, Any], info) -> str | dict[str, Any]:
+    def _finite(cls, value: str | dict[str, Any], info: ValidationInfo) -> str | dict[str, Any]:
         """The rule ``graphs.resolve`` applies: no Infinity or NaN in options."""
         if isinstance(value, dict):
             check_finite(value, info.field_name)
