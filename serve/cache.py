@@ -51,6 +51,7 @@ def request_key(request: dict[str, Any]) -> str:
 
 
 def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (an init's name in the cache)."""
     with open(path, "rb") as f:
         return _sha256(f)
 
@@ -87,7 +88,7 @@ def verified(path: Path, content_hash: str) -> CachedInit | None:
     bytes, and a safetensors header); None if it is missing or damaged."""
     try:
         file = open(path, "rb")  # noqa: SIM115 (returned open: the caller sends and closes it)
-    except FileNotFoundError:
+    except OSError:  # missing, or not a readable file
         return None
     try:
         if _sha256(file) != content_hash:
@@ -129,7 +130,8 @@ class InitCache:
 
     def _scan(self) -> None:
         """Take in every blob that checks out (oldest first) and the keys that name one."""
-        blobs = sorted(self.blobs.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime)
+        blobs = sorted((p for p in self.blobs.glob(f"*{SUFFIX}") if p.is_file()),
+                       key=lambda p: p.stat().st_mtime)
         for blob in blobs:
             content = blob.name.removesuffix(SUFFIX)
             found = verified(blob, content)
