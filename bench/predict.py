@@ -15,8 +15,10 @@ are separate:
   streamed tensor by tensor, so this stays near the largest tensor, not the model).
 
 Times are warm: each subprocess first predicts a small model of the same source. The
-generators are untrained networks of the two sizes (speed does not depend on training):
-``T`` is GHN-3-T-like (d=64, 3 layers), ``L`` is d=256, 6 layers.
+generators are untrained networks (speed does not depend on training): ``T`` is the default
+``GHNConfig`` (d=64, 3 layers, index decoder with 512 rows, rank 32), ``L`` is d=256, 6
+layers, rank 64, and ``T-0.2`` is ``T`` with hyperinit 0.2's decoder (64 Fourier features),
+the reference a decoder change is held to (within 1.5x).
 
 Goals, on a 2-core machine: ResNet-50 end to end under 0.5 s; GPT-2 Large predicted and
 written in under 20 s with peak RSS under 2 GB beyond the generator.
@@ -37,8 +39,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("torchvision:resnet18", "torchvision:resnet50", "torchvision:vit_b_16",
           "torchvision:convnext_tiny", "hf:gpt2", "hf:gpt2-large")
-SIZES = {"T": {"hidden": 64, "layers": 3, "heads": 8, "rank": 32, "features": 64},
-         "L": {"hidden": 256, "layers": 6, "heads": 8, "rank": 64, "features": 128}}
+SIZES = {"T": {"hidden": 64, "layers": 3, "heads": 8, "rank": 32, "features": 512},
+         "L": {"hidden": 256, "layers": 6, "heads": 8, "rank": 64, "features": 512},
+         "T-0.2": {"hidden": 64, "layers": 3, "heads": 8, "rank": 32, "features": 64,
+                   "decoder": "fourier"}}
 WARMUP = {"torchvision": ("torchvision:resnet18", {}), "hf": ("hf:gpt2", {"n_layer": 1})}
 
 
@@ -101,7 +105,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", default=["T", "L"], choices=list(SIZES))
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

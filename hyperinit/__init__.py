@@ -5,7 +5,7 @@
     hyperinit.save_init("hf:gpt2", "gpt2-init.safetensors", seed=1)
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from .errors import (  # noqa: E402
     CheckpointError,

@@ -85,7 +85,8 @@ class GeneratorInfo(BaseModel):
     default: bool = Field(description="Used when a request names no generator.")
     config: dict[str, bool | int | float | str] = Field(
         description="The generator's config (GHNConfig, or DiffusionConfig with its kind).",
-        examples=[{"hidden": 64, "layers": 3, "heads": 8, "rank": 32, "features": 64}])
+        examples=[{"hidden": 64, "layers": 3, "heads": 8, "rank": 32, "features": 512,
+                  "decoder": "index"}])
 
 
 class GeneratorList(BaseModel):
@@ -98,7 +99,7 @@ class Health(BaseModel):
     """Liveness and load."""
 
     status: Literal["ok"] = "ok"
-    version: str = Field(description="hyperinit version.", examples=["0.2.0"])
+    version: str = Field(description="hyperinit version.", examples=["0.3.0"])
     generations_in_flight: int = Field(ge=0, description="Generations running or queued.")
     cache_entries: int = Field(ge=0, description="Inits in the disk cache.")
     cache_bytes: int = Field(ge=0, description="Bytes of inits in the disk cache.")
