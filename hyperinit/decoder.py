@@ -98,7 +98,6 @@ class IndexFeatures(nn.Module):
                 self.freqs.numel())
         return self._cache[key]
 
-
     def expand(self, coefficients: torch.Tensor, n: int) -> torch.Tensor:
         """``phi(0..n-1) @ coefficients``: the ``(n, r)`` factor of a dimension of size n."""
         return self(n).to(coefficients.dtype) @ coefficients
