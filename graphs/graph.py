@@ -160,31 +160,36 @@ class ArchGraph:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     # ----- conversions -----------------------------------------------------------------
-    def to_data(self):
-        """A ``torch_geometric.data.Data`` with the features a graph transformer reads.
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The features a graph transformer reads, by name.
 
         ``op`` (op-type index), ``shape`` (the node's main weight shape padded to 4 dims),
         ``attr`` (:data:`ATTRS`), ``edge_index``, ``in_degree``, ``out_degree``, ``depth``
         and the sparse forward distances ``dist_index``/``dist`` (pairs within the cutoff).
-        Many graphs batch with ``torch_geometric.data.Batch``.
+        Many graphs batch with ``graphs.batch.GraphBatch``.
         """
-        from .pyg import Data
-
         d = self.distances
         src, dst = np.nonzero((d > 0) & (d <= DISTANCE_CUTOFF))
-        return Data(
-            op=torch.tensor([OP_INDEX[n.op] for n in self.nodes], dtype=torch.long),
-            shape=torch.tensor([self._main_shape(n) for n in self.nodes], dtype=torch.long),
-            attr=torch.tensor([[n.attrs.get(a, 0) for a in ATTRS] for n in self.nodes],
-                              dtype=torch.long),
-            edge_index=torch.tensor(self.edges, dtype=torch.long).reshape(-1, 2).t().contiguous(),
-            in_degree=torch.from_numpy(self.in_degree),
-            out_degree=torch.from_numpy(self.out_degree),
-            depth=torch.from_numpy(self.depth),
-            dist_index=torch.from_numpy(np.stack([src, dst]).astype(np.int64)),
-            dist=torch.from_numpy(d[src, dst].astype(np.int64)),
-            num_nodes=self.num_nodes,
-        )
+        return {
+            "op": torch.tensor([OP_INDEX[n.op] for n in self.nodes], dtype=torch.long),
+            "shape": torch.tensor([self._main_shape(n) for n in self.nodes], dtype=torch.long),
+            "attr": torch.tensor([[n.attrs.get(a, 0) for a in ATTRS] for n in self.nodes],
+                                 dtype=torch.long),
+            "edge_index": torch.tensor(self.edges, dtype=torch.long).reshape(-1, 2).t()
+                          .contiguous(),
+            "in_degree": torch.from_numpy(self.in_degree),
+            "out_degree": torch.from_numpy(self.out_degree),
+            "depth": torch.from_numpy(self.depth),
+            "dist_index": torch.from_numpy(np.stack([src, dst]).astype(np.int64)),
+            "dist": torch.from_numpy(d[src, dst].astype(np.int64)),
+        }
+
+    def to_data(self):
+        """:meth:`tensors` as a ``torch_geometric.data.Data``, for PyG users (many graphs
+        batch with ``torch_geometric.data.Batch``)."""
+        from .pyg import Data
+
+        return Data(**self.tensors(), num_nodes=self.num_nodes)
 
     def _main_shape(self, node: Node) -> list[int]:
         shapes = [self.params[i].out_in_shape for i in node.params]

@@ -3,7 +3,16 @@
     import hyperinit
     model = hyperinit.predict("torchvision:resnet50", num_classes=10)
     hyperinit.save_init("hf:gpt2", "gpt2-init.safetensors", seed=1)
+
+The public names load on first use, so that ``import hyperinit`` (and the ``hyperinit``
+command's start-up, ``--help`` included) costs no torch, transformers or diffusers import:
+those take seconds, and a command only pays for the ones it needs.
 """
+
+import importlib
+import sys
+import types
+from typing import Any
 
 __version__ = "0.3.0"
 
@@ -13,28 +22,46 @@ from .errors import (  # noqa: E402
     GeneratorLimitError,
     OutputPathError,
 )
-from .ghn import GHNConfig, GraphHyperNetwork  # noqa: E402
-from .hub import from_hub, pull_init, push_generator, push_init  # noqa: E402
-from .predict import (  # noqa: E402
-    calibrate_batchnorm,
-    list_generators,
-    load_generator,
-    predict,
-    predict_state_dict,
-    save_init,
-)
 
-_DIFFUSION = ("DiffusionConfig", "WeightDiffusion", "sample")
+# Public name -> the submodule that defines it.
+_LAZY = {
+    "GHNConfig": "ghn", "GraphHyperNetwork": "ghn",
+    "from_hub": "hub", "pull_init": "hub", "push_generator": "hub", "push_init": "hub",
+    "calibrate_batchnorm": "predict", "list_generators": "predict",
+    "load_generator": "predict", "predict": "predict", "predict_state_dict": "predict",
+    "save_init": "predict",
+    "DiffusionConfig": "diffusion", "WeightDiffusion": "diffusion", "sample": "diffusion",
+}
 
 
-def __getattr__(name: str):
-    """The diffusion generator loads on first use: it imports diffusers (seconds)."""
-    if name in _DIFFUSION:
-        from . import diffusion
+def __getattr__(name: str) -> Any:
+    """Import the submodule behind a public name when the name is first used."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'hyperinit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
 
-        return getattr(diffusion, name)
-    raise AttributeError(f"module 'hyperinit' has no attribute {name!r}")
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+class _Package(types.ModuleType):
+    """The package module, so that ``hyperinit.predict`` stays the function.
+
+    Loading a submodule sets it as an attribute of its package; for ``hyperinit.predict``
+    (the module that defines the function ``predict``) that would replace the function
+    by the module whenever the module is imported before the function is used.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "predict" and isinstance(value, types.ModuleType):
+            value = value.predict
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "CheckpointError",

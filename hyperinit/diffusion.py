@@ -30,6 +30,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from graphs import ROLES, ArchGraph
+from graphs.batch import GraphBatch
 from graphs.graph import ROLE_INDEX
 
 from .checkpoint import WEIGHTS_FILE, checkpoint_file, load_weights_strictly
@@ -256,10 +257,8 @@ class WeightDiffusion(nn.Module, PyTorchModelHubMixin, library_name="hyperinit",
 
     def embed(self, graphs: Sequence[ArchGraph]) -> list[torch.Tensor]:
         """Node embeddings, one ``(nodes, hidden)`` tensor per graph."""
-        from graphs.pyg import Batch
-
         device = self.inp.weight.device
-        batch = Batch.from_data_list([g.to_data() for g in graphs]).to(device)
+        batch = GraphBatch.from_graphs(list(graphs)).to(device)
         return list(self.encoder(batch).split([g.num_nodes for g in graphs]))
 
     def _tensor_features(self, meta: TokenMeta, node_emb: torch.Tensor) -> torch.Tensor:

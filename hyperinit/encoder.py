@@ -51,6 +51,20 @@ class NodeFeatures(nn.Module):
         return h + self.depth(data.depth.clamp(max=DISTANCE_CUTOFF + 1))
 
 
+def dense_batch(x: torch.Tensor, graph_of: torch.Tensor,
+                ptr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(graphs, max_nodes, dim)`` zero-padded node rows and the ``(graphs, max_nodes)``
+    mask of real ones, from rows ordered by graph (``graph_of`` each row's graph, ``ptr``
+    the graphs' first rows); PyG's ``to_dense_batch``."""
+    counts = ptr.diff()
+    position = torch.arange(x.shape[0], device=x.device) - ptr[graph_of]
+    dense = x.new_zeros(len(counts), int(counts.max()), x.shape[1])
+    dense[graph_of, position] = x
+    mask = torch.zeros(dense.shape[:2], dtype=torch.bool, device=x.device)
+    mask[graph_of, position] = True
+    return dense, mask
+
+
 class GraphormerBlock(nn.Module):
     """Pre-LN self-attention with an additive bias, then a pre-LN MLP."""
 
@@ -74,7 +88,8 @@ class GraphormerBlock(nn.Module):
 
 
 class GraphEncoder(nn.Module):
-    """Node embeddings for a ``torch_geometric`` Batch of architecture graphs."""
+    """Node embeddings for a batch of architecture graphs (``graphs.batch.GraphBatch``, or a
+    ``torch_geometric`` Batch of ``ArchGraph.to_data``)."""
 
     def __init__(self, dim: int, layers: int, heads: int) -> None:
         super().__init__()
@@ -90,9 +105,7 @@ class GraphEncoder(nn.Module):
 
     def forward(self, batch) -> torch.Tensor:
         """Returns embeddings ``(total_nodes, dim)`` in the batch's node order."""
-        from graphs.pyg import to_dense_batch
-
-        h, mask = to_dense_batch(self.features(batch), batch.batch)
+        h, mask = dense_batch(self.features(batch), batch.batch, batch.ptr)
         bias = self._attention_bias(batch, mask)
         for block in self.blocks:
             h = block(h, bias)

@@ -11,6 +11,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from graphs import ArchGraph
+from graphs.batch import GraphBatch
 
 from .checkpoint import WEIGHTS_FILE, checkpoint_file, load_weights_strictly
 from .decoder import LowRankDecoder
@@ -65,10 +66,8 @@ class GraphHyperNetwork(nn.Module, PyTorchModelHubMixin, library_name="hyperinit
 
     def embed(self, graphs: list[ArchGraph]) -> list[torch.Tensor]:
         """Node embeddings, one ``(nodes, hidden)`` tensor per graph."""
-        from graphs.pyg import Batch
-
         device = next(self.parameters()).device
-        batch = Batch.from_data_list([g.to_data() for g in graphs]).to(device)
+        batch = GraphBatch.from_graphs(list(graphs)).to(device)
         return list(self.encoder(batch).split([g.num_nodes for g in graphs]))
 
     def iter_tensors(self, graph: ArchGraph, node_emb: torch.Tensor | None = None,

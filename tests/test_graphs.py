@@ -156,6 +156,24 @@ def test_to_data_and_batch():
     assert batch.dist_index[:, d1.dist.numel():].min() >= g1.num_nodes
 
 
+def test_graph_batch_matches_pyg_batch_and_encodes_alike():
+    """Generators batch with graphs.batch.GraphBatch (no torch_geometric import); it holds
+    what PyG's Batch of to_data() holds, and the encoder reads both to the same embeddings."""
+    from graphs.batch import GraphBatch
+    from hyperinit.encoder import GraphEncoder
+
+    parts = [graphs.build(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))),
+             graphs.build(graphs.resolve("torchvision:resnet18"))]
+    ours, theirs = GraphBatch.from_graphs(parts), Batch.from_data_list([g.to_data() for g in parts])
+    for key in ("op", "shape", "attr", "edge_index", "in_degree", "out_degree", "depth",
+                "dist_index", "dist", "batch", "ptr"):
+        assert torch.equal(getattr(ours, key), getattr(theirs, key)), key
+    torch.manual_seed(0)
+    encoder = GraphEncoder(32, 2, 4).eval()
+    with torch.no_grad():
+        assert torch.equal(encoder(ours), encoder(theirs))
+
+
 def test_unknown_names_suggest_close_ones():
     with pytest.raises(graphs.UnknownArchitectureError, match="resnet50"):
         graphs.resolve("torchvision:resnet5O")
