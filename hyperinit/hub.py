@@ -40,7 +40,6 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 from torch import nn
 
 import graphs
@@ -48,7 +47,13 @@ import graphs
 from .errors import CheckpointError, OutputPathError
 from .ghn import GraphHyperNetwork
 from .predict import Arch, Generator, _dtype, load_generator, save_init
-from .safetensors_io import DEFAULT_MAX_SHARD_SIZE, INDEX_FILE, SINGLE_FILE, check_writable
+from .safetensors_io import (
+    DEFAULT_MAX_SHARD_SIZE,
+    INDEX_FILE,
+    SINGLE_FILE,
+    check_writable,
+    read_state,
+)
 
 HUB_PREFIX = "hub:"
 CONFIG_FILE = "config.json"
@@ -204,9 +209,7 @@ def from_hub(repo_id: str, model: nn.Module | None = None, *, revision: str | No
     files = _init_files(folder, where)
     if model is None:
         model = _build(folder, where, max_params)
-    state: dict[str, torch.Tensor] = {}
-    for file in files:
-        state.update(load_file(file))
+    state = read_state(files)
     _check_fits(model, state, strict, where)
     _load(model, state, strict)
     return model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections import OrderedDict
@@ -262,33 +263,34 @@ def orth_names(graph: ArchGraph) -> set[str]:
 
 def _stream(target: _Target, generator: GraphHyperNetwork, seed: int, noise: float,
             dtype: torch.dtype | None) -> tuple[list[TensorInfo], Iterator]:
-    """Header infos and a lazy stream of every state-dict entry (params, aliases, buffers).
+    """Header infos and a lazy stream of every state-dict entry but tied aliases (each tied
+    tensor once, under its first name; :func:`tied_aliases` names the others), then the
+    buffers.
 
     The stream runs without autograd wherever it is consumed (a generator function runs
     its body when iterated, outside any ``no_grad`` around this call)."""
-    infos = []
-    for p in target.graph.params:
-        param_dtype = dtype or getattr(torch, p.dtype)
-        infos.extend(TensorInfo(n, p.shape, param_dtype) for n in (p.name, *p.tied))
+    infos = [TensorInfo(p.name, p.shape, dtype or getattr(torch, p.dtype))
+             for p in target.graph.params]
     buffers = list(_buffers(target.module))
     for name, value in buffers:
         cast = dtype if dtype is not None and value.is_floating_point() else value.dtype
         infos.append(TensorInfo(name, tuple(value.shape), cast))
-    aliases = {p.name: p.tied for p in target.graph.params}
-
-    def raw():
-        for name, tensor in _tensors(generator, target.graph, seed, noise):
-            yield name, tensor
-            for alias in aliases[name]:
-                yield alias, tensor
-        yield from buffers
 
     @torch.no_grad()
     def cast():
-        for info, (name, tensor) in zip(infos, raw(), strict=True):
+        tensors = itertools.chain(_tensors(generator, target.graph, seed, noise), buffers)
+        for info, (name, tensor) in zip(infos, tensors, strict=True):
             yield name, tensor.to(info.dtype)
 
     return infos, cast()
+
+
+def tied_aliases(graph: ArchGraph) -> dict[str, str]:
+    """``{alias: name}`` for every tied parameter name but the first, which holds the
+    tensor; files carry it in their metadata, as ``huggingface_hub`` writes shared tensors
+    (``hyperinit.safetensors_io.read_state`` and ``safetensors.torch.load_model`` restore
+    the ties)."""
+    return {alias: p.name for p in graph.params for alias in p.tied}
 
 
 def predict_state_dict(arch: Arch, generator: Generator = None, *, seed: int = 0,
@@ -317,6 +319,7 @@ def predict_state_dict(arch: Arch, generator: Generator = None, *, seed: int = 0
     ghn = load_generator(generator)
     _, stream = _stream(target, ghn, seed, resolve_noise(ghn, noise), _dtype(dtype))
     state = OrderedDict(stream)
+    state.update({alias: state[name] for alias, name in tied_aliases(target.graph).items()})
     # Module versions, as in model.state_dict(): some modules (MNASNet) refuse to load without.
     state._metadata = target.module.state_dict()._metadata
     return state
@@ -379,8 +382,9 @@ def calibrate_batchnorm(model: nn.Module, batches: Any) -> nn.Module:
 
 def metadata(target: _Target, generator: GraphHyperNetwork, seed: int,
              noise: float) -> dict[str, str]:
-    """The safetensors metadata of ARCHITECTURE.md's conventions."""
+    """The safetensors metadata of ARCHITECTURE.md's conventions, and the tied aliases."""
     return {
+        **tied_aliases(target.graph),
         "format": "pt",
         "hyperinit.version": __version__,
         "hyperinit.generator": generator_id(generator),

@@ -149,6 +149,30 @@ def write_file(path: Path, infos: list[TensorInfo], tensors: Iterator[tuple[str,
             f.write(data.reshape(-1).view(torch.uint8).numpy())
 
 
+def read_state(files: Iterable[str | os.PathLike]) -> dict[str, torch.Tensor]:
+    """Every tensor of an init's files (one file, or all shards), tied aliases restored.
+
+    A tied tensor is written once; its other names are metadata entries ``alias -> name``
+    (``hyperinit.predict.tied_aliases``, as ``huggingface_hub`` writes shared tensors), and
+    here each alias is the very tensor of its name, so ``load_state_dict`` fills every key.
+    With plain ``safetensors``, ``safetensors.torch.load_model(model, file)`` does the same
+    for a model whose parameters are tied.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    metadata: dict[str, str] = {}
+    for file in files:
+        with safe_open(file, "pt") as f:
+            metadata.update(f.metadata() or {})
+        state.update(load_file(file))
+    for alias, name in metadata.items():
+        if alias not in state and name in state:
+            state[alias] = state[name]
+    return state
+
+
 def shard_plan(infos: list[TensorInfo], max_shard_size: int) -> list[list[TensorInfo]]:
     """Greedy split in order; a tensor larger than the limit gets a shard of its own."""
     shards: list[list[TensorInfo]] = [[]]

@@ -21,6 +21,7 @@ from hyperinit import hub
 from hyperinit.cli import main
 from hyperinit.errors import CheckpointError, OutputPathError
 from hyperinit.predict import generator_id
+from hyperinit.safetensors_io import read_state
 
 RESNET = "torchvision:resnet18"  # always with num_classes=10
 GPT2 = {"n_layer": 1, "n_embd": 64, "n_head": 2}  # options of hf:gpt2
@@ -48,8 +49,8 @@ def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 
 def _read(folder: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of an init folder (single file or shards)."""
-    return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
+    """Every tensor of an init folder (single file or shards), tied aliases restored."""
+    return read_state(sorted(folder.glob("*.safetensors")))
 
 
 def test_generator_round_trip_by_branch_tag_and_commit(hub_server: LocalHub) -> None:

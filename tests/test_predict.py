@@ -107,6 +107,34 @@ def test_tied_weights_stay_tied(ghn):
     assert model.lm_head.weight.device.type == "cpu"
 
 
+def test_tied_weights_are_written_once_and_tied_again_on_load(tmp_path, ghn):
+    """GPT-2's output layer is its token embedding: the file holds it once, under the first
+    name, with ``lm_head.weight -> transformer.wte.weight`` in the metadata (as
+    huggingface_hub writes shared tensors); read_state and safetensors' load_model (the
+    README's one-liner for plain safetensors users) restore the tie."""
+    from safetensors.torch import load_model
+
+    from hyperinit.safetensors_io import read_state
+
+    path = tmp_path / "gpt2.safetensors"
+    hyperinit.save_init("hf:gpt2", path, ghn, seed=2, **HF["gpt2"])
+    expected = hyperinit.predict_state_dict("hf:gpt2", ghn, seed=2, **HF["gpt2"])
+    with safe_open(path, "pt") as f:
+        written, meta = set(f.keys()), f.metadata()
+    assert "lm_head.weight" not in written and "transformer.wte.weight" in written
+    assert meta["lm_head.weight"] == "transformer.wte.weight"
+    embedding = expected["transformer.wte.weight"]
+    assert path.stat().st_size < sum(t.nbytes for t in expected.values()) - embedding.nbytes / 2
+    state = read_state([path])
+    assert state.keys() == expected.keys()
+    assert state["lm_head.weight"] is state["transformer.wte.weight"]
+    assert all(torch.equal(state[k], expected[k]) for k in expected)
+    model = graphs.resolve("hf:gpt2", **HF["gpt2"]).build(meta=False)
+    load_model(model, path)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert torch.equal(model.lm_head.weight, embedding)
+
+
 def test_gpt2_conv1d_weights_get_their_fan_in_from_the_first_axis(ghn):
     """transformers' Conv1D stores (in, out): predicted like a linear layer, then transposed.
     An untrained generator's gain is about 1, so every weight's std is about 1/sqrt(fan-in);
@@ -266,10 +294,15 @@ def test_sharded_output_loads_with_huggingface_hub(tmp_path, ghn):
     assert len(shards) > 2 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
     assert [f.name for f in files] == [*shards, "model.safetensors.index.json"]
     model = graphs.resolve("hf:gpt2", **HF["gpt2"]).build().to_empty(device="cpu")
-    load_torch_model(model, folder, strict=True)
+    model.tie_weights()  # to_empty unties; transformers ties again before it loads
+    # The tied lm_head.weight is written once, as transformer.wte.weight: huggingface_hub's
+    # strict mode counts it missing, as for files its own save_torch_state_dict writes.
+    result = load_torch_model(model, folder, strict=False)
+    assert set(result.missing_keys) == {"lm_head.weight"} and not result.unexpected_keys
     expected = hyperinit.predict_state_dict("hf:gpt2", ghn, **HF["gpt2"])
     assert torch.equal(model.transformer.h[1].mlp.c_fc.weight,
                        expected["transformer.h.1.mlp.c_fc.weight"])
+    assert torch.equal(model.lm_head.weight, expected["lm_head.weight"])
     small = hyperinit.save_init("hf:gpt2", tmp_path / "one", ghn, **HF["gpt2"])
     assert [f.name for f in small] == ["model.safetensors"]
 
