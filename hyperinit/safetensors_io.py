@@ -17,13 +17,16 @@ import errno
 import json
 import math
 import os
+import queue
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import torch
 
@@ -135,18 +138,54 @@ def _header(infos: list[TensorInfo], metadata: dict[str, str]) -> bytes:
     return len(blob).to_bytes(8, "little") + blob
 
 
+@contextmanager
+def background_writer(f: BinaryIO, depth: int = 2) -> Iterator[Callable[[Any], None]]:
+    """A ``write(buffer)`` that hands buffers to a thread writing them to ``f`` in order, so
+    the next tensor is computed while the last one is copied to the file (the system call
+    releases the GIL). At most ``depth`` buffers wait, which bounds memory; a failed write
+    is raised by the next ``write`` or on exit, after which nothing more is written."""
+    pending: queue.Queue = queue.Queue(maxsize=depth)
+    failures: list[BaseException] = []
+
+    def drain() -> None:
+        while (buffer := pending.get()) is not None:
+            if not failures:
+                try:
+                    f.write(buffer)
+                except BaseException as err:  # handed to the caller's thread
+                    failures.append(err)
+
+    def write(buffer: Any) -> None:
+        if failures:
+            raise failures[0]
+        pending.put(buffer)
+
+    thread = threading.Thread(target=drain, name="safetensors-writer", daemon=True)
+    thread.start()
+    try:
+        yield write
+    except BaseException as err:
+        failures.append(err)  # what waits is not written: the file will be removed
+        raise
+    finally:
+        pending.put(None)
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
 def write_file(path: Path, infos: list[TensorInfo], tensors: Iterator[tuple[str, torch.Tensor]],
                metadata: dict[str, str]) -> None:
     """Write one safetensors file, consuming ``tensors`` in the order of ``infos``."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(_header(infos, metadata))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f, background_writer(f) as write:
+        write(_header(infos, metadata))
         for info in infos:
             name, tensor = next(tensors)
             if name != info.name or tuple(tensor.shape) != info.shape:
                 raise RuntimeError(f"expected {info.name} {info.shape}, got {name} "
                                    f"{tuple(tensor.shape)}")
             data = tensor.detach().to(device="cpu", dtype=info.dtype).contiguous()
-            f.write(data.reshape(-1).view(torch.uint8).numpy())
+            write(data.reshape(-1).view(torch.uint8).numpy())
 
 
 def read_state(files: Iterable[str | os.PathLike]) -> dict[str, torch.Tensor]:

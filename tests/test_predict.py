@@ -20,7 +20,14 @@ from torch.func import functional_call
 import graphs
 import hyperinit
 from hyperinit.decoder import matrix_shape, normalized_product
-from hyperinit.predict import CHECKPOINTS, default_generator, orth_names, orthogonalize
+from hyperinit.predict import (
+    CHECKPOINTS,
+    NOISE_CHUNK,
+    add_noise,
+    default_generator,
+    orth_names,
+    orthogonalize,
+)
 
 TINY = hyperinit.GHNConfig(hidden=16, layers=1, heads=2, rank=4, features=8)
 # One or two of each family; the slow tier runs all 80 torchvision classifiers with each
@@ -105,6 +112,20 @@ def test_tied_weights_stay_tied(ghn):
     model = hyperinit.predict("hf:gpt2", ghn, **HF["gpt2"])
     assert model.lm_head.weight is model.transformer.wte.weight
     assert model.lm_head.weight.device.type == "cpu"
+
+
+@pytest.mark.parametrize("numel", [2, 17, 1000, NOISE_CHUNK + 1, 2 * NOISE_CHUNK + 15,
+                                   3 * NOISE_CHUNK + 40])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_noise_drawn_in_chunks_is_the_differentiable_formula_bytewise(numel, dtype):
+    """Prediction mixes noise chunk by chunk (no gradient); training goes through the
+    formula. Both give the same bytes and leave the generator in the same state."""
+    weight = torch.randn(numel, generator=torch.Generator().manual_seed(1)).to(dtype)
+    rngs = [torch.Generator().manual_seed(7) for _ in range(2)]
+    chunked = add_noise(weight, "weight", 0.3, rngs[0])
+    formula = add_noise(weight.clone().requires_grad_(), "weight", 0.3, rngs[1])
+    assert formula.requires_grad and torch.equal(chunked, formula.detach())
+    assert torch.equal(torch.randn(4, generator=rngs[0]), torch.randn(4, generator=rngs[1]))
 
 
 def test_tied_weights_are_written_once_and_tied_again_on_load(tmp_path, ghn):
