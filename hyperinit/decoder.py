@@ -193,21 +193,29 @@ class LowRankDecoder(nn.Module):
         return uv, self.vector(hidden), self.gain(hidden)[:, 0]
 
     def tensor(self, uv: torch.Tensor, vector: torch.Tensor, log_gain: torch.Tensor, role: str,
-               shape: tuple[int, ...]) -> torch.Tensor:
-        """Build and scale one tensor from its row of :meth:`heads`."""
+               shape: tuple[int, ...], transposed: bool = False) -> torch.Tensor:
+        """Build and scale one tensor from its row of :meth:`heads`; ``transposed`` (a
+        matrix stored ``(in, out)``) gives its transpose, contiguous."""
         view = matrix_shape(shape)
         if len(view) == 2:
             a = self.phi.expand(uv[0], view[0])
             b = self.phi.expand(uv[1], view[1])
             if role not in BOUNDED_ROLES:
-                return from_matrix(normalized_product(a, b, target_std(role, shape, log_gain)),
-                                   shape)
+                std = target_std(role, shape, log_gain)
+                if transposed and len(shape) == 2:  # B @ A.T is the transpose: no copy
+                    return normalized_product(b, a, std)
+                return _transpose(from_matrix(normalized_product(a, b, std), shape),
+                                  transposed)
             raw = from_matrix(a @ b.T, shape)
         elif len(view) == 1:
             raw = self.phi.expand(vector[:-1], view[0]).reshape(shape)
         else:
             raw = vector[-1].reshape(shape)
-        return scale(raw, role, shape, log_gain)
+        return _transpose(scale(raw, role, shape, log_gain), transposed)
+
+
+def _transpose(tensor: torch.Tensor, transposed: bool) -> torch.Tensor:
+    return tensor.T.contiguous() if transposed else tensor
 
 
 def best_in_span(w: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor | None,

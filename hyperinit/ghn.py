@@ -84,8 +84,8 @@ class GraphHyperNetwork(nn.Module, PyTorchModelHubMixin, library_name="hyperinit
                                      [p.out_in_shape for p in params])
         uv, vector, log_gain = self.decoder.heads(hidden)
         for i, p in enumerate(params):
-            tensor = self.decoder.tensor(uv[i], vector[i], log_gain[i], p.role, p.out_in_shape)
-            yield p.name, tensor.T.contiguous() if p.in_out else tensor
+            yield p.name, self.decoder.tensor(uv[i], vector[i], log_gain[i], p.role,
+                                              p.out_in_shape, transposed=p.in_out)
 
     def forward(self, graphs: list[ArchGraph]) -> list[dict[str, torch.Tensor]]:
         """Predicted parameters of each graph (tied names map to the same tensor)."""

@@ -200,29 +200,30 @@ def _tensors(generator: nn.Module, graph: ArchGraph, seed: int,
     orth = orth_names(graph) if getattr(generator.config, "orth", False) else set()
     rng = torch.Generator().manual_seed(int(seed))
     for name, tensor in stream:
-        yield name, finish(tensor, roles[name], noise, rng, orth=name in orth)
+        yield name, finish(tensor, roles[name], noise, rng, orth=name in orth, inplace=True)
 
 
 def finish(tensor: torch.Tensor, role: str, noise: float, rng: torch.Generator,
-           orth: bool) -> torch.Tensor:
+           orth: bool, inplace: bool = False) -> torch.Tensor:
     """One generated tensor as predictions give it: with ``noise`` (:func:`add_noise`), then
     orthogonalized if ``orth``. Differentiable, so training goes through the same steps."""
-    tensor = add_noise(tensor, role, noise, rng)
+    tensor = add_noise(tensor, role, noise, rng, inplace=inplace)
     return orthogonalize(tensor) if orth else tensor
 
 
 NOISE_CHUNK = 1 << 16  # values of eps drawn at a time when no gradient is needed
 
 
-def add_noise(tensor: torch.Tensor, role: str, noise: float,
-              rng: torch.Generator) -> torch.Tensor:
+def add_noise(tensor: torch.Tensor, role: str, noise: float, rng: torch.Generator,
+              inplace: bool = False) -> torch.Tensor:
     """``sqrt(1 - noise) * w + sqrt(noise) * std(w) * eps`` for weights and embeddings
     (``NOISY_ROLES``), ``eps`` drawn on CPU from ``rng``; other tensors as they are.
     Differentiable in ``tensor`` (noise-aware training uses it too).
 
     Without a gradient to keep, ``eps`` is drawn and mixed in chunks that stay in cache
     (:func:`_mix_noise`): the same bytes, written once instead of through three
-    full-size temporaries.
+    full-size temporaries, and with ``inplace`` into ``tensor`` itself (a fresh tensor
+    the caller owns: no second one to allocate and fault in).
     """
     if not noise or role not in NOISY_ROLES or tensor.numel() < 2:
         return tensor
@@ -230,16 +231,18 @@ def add_noise(tensor: torch.Tensor, role: str, noise: float,
     if torch.is_grad_enabled() and tensor.requires_grad:
         eps = torch.randn(tensor.shape, generator=rng).to(tensor.device, tensor.dtype)
         return (1 - noise) ** 0.5 * tensor + sigma * eps
-    return _mix_noise(tensor, (1 - noise) ** 0.5, sigma, rng)
+    return _mix_noise(tensor, (1 - noise) ** 0.5, sigma, rng, inplace)
 
 
-def _mix_noise(tensor: torch.Tensor, keep: float, sigma: torch.Tensor,
-               rng: torch.Generator) -> torch.Tensor:
-    """``keep * tensor + sigma * eps`` in a new tensor, ``eps`` drawn ``NOISE_CHUNK`` values
-    at a time. Draws of 16 or more values consume ``rng`` as one draw of their total would,
-    so chunk boundaries are multiples of ``NOISE_CHUNK`` with no last chunk under 16."""
+def _mix_noise(tensor: torch.Tensor, keep: float, sigma: torch.Tensor, rng: torch.Generator,
+               inplace: bool) -> torch.Tensor:
+    """``keep * tensor + sigma * eps``, in ``tensor`` if ``inplace`` (or in its contiguous
+    copy), ``eps`` drawn ``NOISE_CHUNK`` values at a time. Draws of 16 or more values
+    consume ``rng`` as one draw of their total would, so chunk boundaries are multiples of
+    ``NOISE_CHUNK`` with no last chunk under 16."""
     flat = tensor.contiguous().view(-1)
-    out = torch.empty_like(flat)
+    copied = flat.data_ptr() != tensor.data_ptr()
+    out = flat if inplace or copied else torch.empty_like(flat)
     eps = torch.empty(min(flat.numel(), 2 * NOISE_CHUNK))
     starts = list(range(0, flat.numel(), NOISE_CHUNK))
     if len(starts) > 1 and flat.numel() - starts[-1] < 16:

@@ -121,11 +121,15 @@ def test_noise_drawn_in_chunks_is_the_differentiable_formula_bytewise(numel, dty
     """Prediction mixes noise chunk by chunk (no gradient); training goes through the
     formula. Both give the same bytes and leave the generator in the same state."""
     weight = torch.randn(numel, generator=torch.Generator().manual_seed(1)).to(dtype)
-    rngs = [torch.Generator().manual_seed(7) for _ in range(2)]
-    chunked = add_noise(weight, "weight", 0.3, rngs[0])
-    formula = add_noise(weight.clone().requires_grad_(), "weight", 0.3, rngs[1])
+    rngs = [torch.Generator().manual_seed(7) for _ in range(3)]
+    formula = add_noise(weight.clone().requires_grad_(), "weight", 0.3, rngs[0])
+    chunked = add_noise(weight, "weight", 0.3, rngs[1])
     assert formula.requires_grad and torch.equal(chunked, formula.detach())
-    assert torch.equal(torch.randn(4, generator=rngs[0]), torch.randn(4, generator=rngs[1]))
+    owned = weight.clone()
+    assert add_noise(owned, "weight", 0.3, rngs[2], inplace=True) is not weight
+    assert torch.equal(owned, chunked)  # mixed into the tensor itself
+    after = [torch.randn(4, generator=rng) for rng in rngs]
+    assert all(torch.equal(after[0], other) for other in after[1:])
 
 
 def test_tied_weights_are_written_once_and_tied_again_on_load(tmp_path, ghn):
@@ -169,6 +173,19 @@ def test_gpt2_conv1d_weights_get_their_fan_in_from_the_first_axis(ghn):
     assert len(conv1d) == 8  # 2 layers: c_attn, attn.c_proj, c_fc, mlp.c_proj
     for name, weight in conv1d:
         assert weight.std().item() * weight.shape[0] ** 0.5 == pytest.approx(1, abs=0.1), name
+
+
+@pytest.mark.parametrize("role", ["weight", "scale"])
+def test_a_transposed_tensor_is_built_in_its_stored_layout(ghn, role):
+    """Conv1D weights are stored (in, out): the decoder builds B @ A.T instead of copying
+    the transpose of A @ B.T (other roles are copied); the values agree to rounding and the
+    result is contiguous."""
+    torch.manual_seed(0)
+    uv, vector, log_gain = torch.randn(2, 8, 4), torch.randn(9), torch.tensor(0.3)
+    plain = ghn.decoder.tensor(uv, vector, log_gain, role, (96, 40))
+    stored = ghn.decoder.tensor(uv, vector, log_gain, role, (96, 40), transposed=True)
+    assert stored.is_contiguous() and stored.shape == plain.T.shape
+    torch.testing.assert_close(stored, plain.T)
 
 
 def test_gpt2_sequence_classifier_takes_batches(ghn):
