@@ -3,12 +3,15 @@
 Run with ``.venv/bin/python bench/serve_load.py`` (``--help`` for the knobs).
 
 It starts ``hyperinit serve`` (with the ``untrained`` generator and a fresh cache in a temp
-folder) in a subprocess on a free loopback port, then drives it from client threads with
-``httpx``:
+folder) in a subprocess on a free loopback port, then drives it from ``--clients`` client
+processes (each one ``httpx`` connection, requests one after another), so that client-side
+Python and its GIL are not what is measured:
 
 * **uncached**: requests for the same architecture with distinct seeds, so each one is a
   generation (they queue behind ``--max-concurrent`` generation slots);
-* **cached**: one request repeated, answered from the disk cache after the first.
+* **cached**: one request repeated, answered from the disk cache after the first;
+* **cached, curl one at a time**: the same request from ``curl`` (if installed), one
+  process per request, its own ``time_total``: the reference a client sees.
 
 Each workload is bounded both in requests (``--uncached``, ``--cached``) and in time
 (``--max-seconds``: no request is started after that). It prints a markdown table with
@@ -20,14 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,30 +98,63 @@ def wait_ready(client: httpx.Client, server: subprocess.Popen, timeout: float) -
     raise SystemExit(f"the server did not answer /healthz within {timeout:.0f} s")
 
 
-def run(client: httpx.Client, name: str, bodies: list[dict], threads: int,
-        max_seconds: float) -> Result:
-    """POST every body from ``threads`` threads; none is started after ``max_seconds``."""
+def client_requests(url: str, bodies: list[dict], deadline: float,
+                    timeout: float) -> list[tuple[float, int, int, str]]:
+    """Runs in a client process: POST ``bodies`` one after another on one connection, none
+    started after ``deadline`` (``time.time()``); ``(seconds, status, bytes, error)`` each."""
+    answers = []
+    with httpx.Client(base_url=url, timeout=timeout) as client:
+        for body in bodies:
+            if time.time() > deadline:
+                break
+            t0 = time.perf_counter()
+            response = client.post("/v1/inits", json=body)
+            error = "" if response.status_code == 200 else response.text[:300]
+            answers.append((time.perf_counter() - t0, response.status_code,
+                            len(response.content), error))
+    return answers
+
+
+def run(url: str, name: str, bodies: list[dict], clients: int, max_seconds: float) -> Result:
+    """POST every body from ``clients`` processes (round robin); none is started after
+    ``max_seconds``."""
     result = Result(name)
+    shares = [bodies[i::clients] for i in range(clients)]
     start = time.perf_counter()
+    deadline = time.time() + max_seconds
+    with multiprocessing.get_context("spawn").Pool(clients) as pool:
+        answers = pool.starmap(client_requests,
+                               [(url, share, deadline, 2 * max_seconds) for share in shares])
+    result.wall = time.perf_counter() - start
+    for seconds, status, nbytes, error in (a for share in answers for a in share):
+        result.statuses[status] += 1
+        if status == 200:
+            result.latencies.append(seconds)
+            result.nbytes += nbytes
+        elif not result.first_error:
+            result.first_error = f"{status} {error}"
+    return result
 
-    def one(body: dict) -> tuple[float, httpx.Response] | None:
+
+def run_curl(url: str, body: dict, requests: int, max_seconds: float) -> Result | None:
+    """The cached request from ``curl``, one process at a time (None without curl)."""
+    curl = shutil.which("curl")
+    if curl is None:
+        return None
+    result = Result("cached, curl one at a time")
+    data = json.dumps(body)
+    start = time.perf_counter()
+    for _ in range(requests):
         if time.perf_counter() - start > max_seconds:
-            return None
-        t0 = time.perf_counter()
-        response = client.post("/v1/inits", json=body)
-        return time.perf_counter() - t0, response
-
-    with ThreadPoolExecutor(threads) as pool:
-        for outcome in pool.map(one, bodies):
-            if outcome is None:
-                continue
-            seconds, response = outcome
-            result.statuses[response.status_code] += 1
-            if response.status_code == 200:
-                result.latencies.append(seconds)
-                result.nbytes += len(response.content)
-            elif not result.first_error:
-                result.first_error = f"{response.status_code} {response.text[:300]}"
+            break
+        out = subprocess.run([curl, "-s", "-o", os.devnull, "-w", "%{http_code} %{time_total} "
+                              "%{size_download}", "-H", "content-type: application/json",
+                              "-d", data, f"{url}/v1/inits"], capture_output=True, text=True)
+        status, seconds, nbytes = out.stdout.split()
+        result.statuses[int(status)] += 1
+        if status == "200":
+            result.latencies.append(float(seconds))
+            result.nbytes += int(float(nbytes))
     result.wall = time.perf_counter() - start
     return result
 
@@ -131,7 +168,9 @@ def main() -> None:
                         help="model options, as in the request's 'config'")
     parser.add_argument("--uncached", type=int, default=8, help="uncached requests (seeds)")
     parser.add_argument("--cached", type=int, default=200, help="cached requests")
-    parser.add_argument("--threads", type=int, default=8, help="client threads")
+    parser.add_argument("--clients", type=int, default=8, help="client processes")
+    parser.add_argument("--curl", type=int, default=50,
+                        help="cached requests from curl, one at a time (0: none)")
     parser.add_argument("--max-concurrent", type=int, default=1,
                         help="the server's generation slots")
     parser.add_argument("--max-seconds", type=float, default=120,
@@ -143,30 +182,31 @@ def main() -> None:
         # The queue holds every uncached request, so the benchmark measures queueing, not 429s.
         server = start_server(port, Path(cache), args.max_concurrent, args.uncached,
                               args.max_seconds * 2)
-        limits = httpx.Limits(max_connections=args.threads * 2)
+        url = f"http://127.0.0.1:{port}"
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=args.max_seconds * 2,
-                              limits=limits) as client:
+            with httpx.Client(base_url=url) as client:
                 wait_ready(client, server, timeout=120)
-                base = {"arch": args.arch, "num_classes": args.num_classes, "config": args.config}
-                uncached = run(client, "uncached (distinct seeds)",
-                               [{**base, "seed": 1000 + i} for i in range(args.uncached)],
-                               args.threads, args.max_seconds)
-                cached = run(client, "cached (same request)",
-                             [{**base, "seed": 1000}] * args.cached, args.threads,
-                             args.max_seconds)
+            base = {"arch": args.arch, "num_classes": args.num_classes, "config": args.config}
+            uncached = run(url, "uncached (distinct seeds)",
+                           [{**base, "seed": 1000 + i} for i in range(args.uncached)],
+                           args.clients, args.max_seconds)
+            cached = run(url, "cached (same request)", [{**base, "seed": 1000}] * args.cached,
+                         args.clients, args.max_seconds)
+            curl = run_curl(url, {**base, "seed": 1000}, args.curl, args.max_seconds) \
+                if args.curl else None
         finally:
             server.terminate()
             server.wait(30)
     classes = f" with {args.num_classes} classes" if args.num_classes else ""
     print(f"`python {' '.join(sys.argv)}`: {args.arch}{classes}, generator untrained, "
-          f"{args.threads} client threads, "
+          f"{args.clients} client processes, "
           f"{args.max_concurrent} generation slot(s), {os.cpu_count()} CPUs\n")
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))
-    for result in (uncached, cached):
+    results = [r for r in (uncached, cached, curl) if r is not None]
+    for result in results:
         print("| " + " | ".join(result.row()) + " |")
-    for result in (uncached, cached):
+    for result in results:
         if result.first_error:
             print(f"\nfirst error of {result.name}: {result.first_error}")
 
