@@ -180,7 +180,7 @@ def process_rows(models: list[str], llama_7b: bool) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--sizes", nargs="+", default=["T", "L"], choices=list(SIZES))
     parser.add_argument("--no-warm", action="store_true",
                         help="skip the warm save_init table")
