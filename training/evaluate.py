@@ -635,14 +635,14 @@ def compare_inits(spec: graphs.ArchSpec, init: str | Path, steps: int,
     and seed, for ``steps`` SGD steps on CIFAR-10 (5,000 training and 1,000 test images),
     and return a small markdown table of test accuracy. A quick look, not an evaluation:
     ``hyperinit eval`` is that."""
-    from safetensors.torch import load_file
+    from hyperinit.safetensors_io import read_state
 
     if spec.source not in ("torchvision", "timm", "python"):
         raise ValueError(f"--compare trains CIFAR-10 image classifiers; {spec.label} is not one")
     cfg = EvalConfig(task="image", data=data_path, seeds=(0,), ks=(0, steps), batch_size=64,
                      train_samples=5000, test_samples=1000, device="cpu")
     eval_data = EvalData(cfg, torch.device("cpu"))
-    state = load_file(str(init))
+    state = read_state([init])  # tied aliases restored
     results = {}
     for arm in ("predicted", "default"):
         torch.manual_seed(0)
