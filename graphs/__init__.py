@@ -8,15 +8,13 @@ The names below load on first use: the errors import nothing, so the ``hyperinit
 command can name them without importing torch.
 """
 
-import importlib
-from typing import Any
-
 from .errors import (
     ArchitectureTooLargeError,
     GraphBuildError,
     PartialGraphWarning,
     UnknownArchitectureError,
 )
+from .lazy import lazy_exports
 
 # Public name -> the submodule that defines it.
 _LAZY = {
@@ -30,17 +28,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import the submodule behind a public name when the name is first used."""
-    if name not in _LAZY:
-        raise AttributeError(f"module 'graphs' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

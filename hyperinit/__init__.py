@@ -9,12 +9,13 @@ command's start-up, ``--help`` included) costs no torch, transformers or diffuse
 those take seconds, and a command only pays for the ones it needs.
 """
 
-import importlib
 import sys
 import types
 from typing import Any
 
 __version__ = "0.3.0"
+
+from graphs.lazy import lazy_exports  # noqa: E402
 
 from .errors import (  # noqa: E402
     CheckpointError,
@@ -34,17 +35,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import the submodule behind a public name when the name is first used."""
-    if name not in _LAZY:
-        raise AttributeError(f"module 'hyperinit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 class _Package(types.ModuleType):
