@@ -31,11 +31,17 @@ from .encoder import BUCKETS, log_bucket
 ROLE_ROWS = 32
 
 
-def matrix_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The (rows, cols), (length,) or () view a tensor of ``shape`` is generated in."""
+def _squeezed(shape: tuple[int, ...]) -> list[int]:
+    """``shape`` without its leading singleton dims (one dim is always kept)."""
     dims = list(shape)
     while len(dims) > 1 and dims[0] == 1:
         dims.pop(0)
+    return dims
+
+
+def matrix_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The (rows, cols), (length,) or () view a tensor of ``shape`` is generated in."""
+    dims = _squeezed(shape)
     if len(dims) <= 2:
         return tuple(dims) if dims != [1] else ()
     rows = dims[0] * dims[2]
@@ -45,9 +51,7 @@ def matrix_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 def to_matrix(w: torch.Tensor) -> torch.Tensor:
     """``w`` in the view it is generated in (:func:`matrix_shape`): a conv kernel
     ``(out, in, kh, kw…)`` as ``(out*kh, in*kw…)``; the inverse of :func:`from_matrix`."""
-    dims = list(w.shape)
-    while len(dims) > 1 and dims[0] == 1:
-        dims.pop(0)
+    dims = _squeezed(tuple(w.shape))
     w = w.reshape(dims)
     if len(dims) > 2:
         w = w.movedim(2, 1)
@@ -56,9 +60,7 @@ def to_matrix(w: torch.Tensor) -> torch.Tensor:
 
 def from_matrix(w: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """Inverse of :func:`to_matrix`: ``(out*kh, in*kw…)`` back to ``(out, in, kh, …)``."""
-    dims = list(shape)
-    while len(dims) > 1 and dims[0] == 1:
-        dims.pop(0)
+    dims = _squeezed(shape)
     if len(dims) > 2:
         w = w.reshape(dims[0], dims[2], dims[1], *dims[3:]).movedim(2, 1)
     return w.reshape(shape)

@@ -182,14 +182,13 @@ class Trainer:
     def load_encoder(self, name: str) -> None:
         """Start the graph encoder from a trained generator's, whatever its decoder."""
         source = load_generator(name)
-        theirs = getattr(source, "encoder", None)
         if not isinstance(source, GraphHyperNetwork) or any(
                 getattr(source.config, k) != getattr(self.model.config, k)
                 for k in ("hidden", "layers", "heads")):
             raise ValueError(f"encoder_init={name!r} has no graph encoder of this run's size "
                              f"(hidden, layers, heads = {self.model.config.hidden}, "
                              f"{self.model.config.layers}, {self.model.config.heads})")
-        self.model.encoder.load_state_dict(theirs.state_dict())
+        self.model.encoder.load_state_dict(source.encoder.state_dict())
 
     # ----- one step -----------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
