@@ -26,6 +26,7 @@ from torch.func import functional_call
 
 from .errors import GraphBuildError, PartialGraphWarning
 from .graph import ArchGraph, Node, ParamSpec
+from .inputs import declared_inputs
 from .vocab import NORM_OPS, function_name, is_layout, op_of
 
 _POSITIONAL_NAMES = ("pos", "wpe")
@@ -62,7 +63,7 @@ def build(model: Any, example_inputs: Any = None, *, name: str | None = None) ->
             f"expected a torch.nn.Module, an ArchSpec or a spec string, got "
             f"{type(model).__name__}")
     label = name or type(model).__name__
-    candidates = [example_inputs] if example_inputs is not None else list(_guess_inputs(model))
+    candidates = [example_inputs] if example_inputs is not None else _candidate_inputs(model)
     if not candidates:
         raise GraphBuildError(
             f"cannot guess an input for {label}: pass example_inputs=(tensor, ...) shaped "
@@ -101,6 +102,14 @@ class _ForwardFailed(Exception):
     def __init__(self, described: str, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.described, self.cause = described, cause
+
+
+def _candidate_inputs(model: nn.Module) -> list[Any]:
+    """The input the model's library declares (:mod:`graphs.inputs`), then the guesses from
+    its first layer, each shape once."""
+    declared = declared_inputs(model)
+    found = [*([] if declared is None else [declared]), *_guess_inputs(model)]
+    return list({_describe(inputs): inputs for inputs in found}.values())
 
 
 def _guess_inputs(model: nn.Module) -> Iterator[Any]:

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .errors import GraphBuildError, UnknownArchitectureError
+from .inputs import timm_inputs
 from .meta import meta_init
 
 SOURCES = ("torchvision", "hf", "timm", "python")
@@ -105,8 +106,7 @@ class ArchSpec:
         if self.source == "hf":
             return _hf_inputs(self)
         if self.source == "timm":
-            size = self.build().pretrained_cfg.get("input_size", (3, 224, 224))
-            return torch.zeros(2, *size)
+            return timm_inputs(self.build(), self.kwargs)
         if self.source == "torchvision":
             return _torchvision_inputs(self)
         return None

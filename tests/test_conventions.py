@@ -7,6 +7,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import graphs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,3 +38,33 @@ def test_python_m_hyperinit_runs_a_command():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("torchvision:resnet18: ")
     assert "nodes by type: conv 20" in proc.stdout
+
+
+def timm_module(name: str, **options: Any) -> nn.Module:
+    """A timm model built as a user builds it (never pretrained), on the meta device."""
+    with graphs.meta_init():
+        return timm.create_model(name, pretrained=False, **options)
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_384", "maxvit_nano_rw_256",
+                                  "bat_resnext26ts"])
+def test_timm_module_is_traced_at_its_declared_input_size(name):
+    model = timm_module(name)
+    graph = graphs.build(model)
+    assert graph.unused == [] and graph.num_params == sum(p.numel() for p in model.parameters())
+
+
+def test_timm_spec_keeps_the_image_size_it_is_given():
+    # timm leaves pretrained_cfg at 224 when img_size is given; the ViT takes 96 only.
+    graph = graphs.build(graphs.resolve("timm:vit_tiny_patch16_224", img_size=96))
+    pos_embed = next(p for p in graph.params if p.name == "pos_embed")
+    assert pos_embed.shape == (1, 1 + (96 // 16) ** 2, 192)
+
+
+def test_timm_module_keeps_the_example_inputs_it_is_given():
+    model = timm_module("vit_tiny_patch16_224", img_size=96)
+    with pytest.raises(graphs.GraphBuildError, match=r"\(2, 3, 224, 224\)"):
+        graphs.build(model)  # its cfg's size, which this ViT refuses
+    graph = graphs.build(model, torch.zeros(2, 3, 96, 96))
+    assert graph.unused == []
+

@@ -1,0 +1,46 @@
+"""Example inputs that a model's own library declares, so that no input has to be guessed.
+
+Guessing from the first layer finds the channels but not the image size, and many models
+accept one size only (a ViT's position embedding, a MaxViT's attention windows): timm
+models say theirs in ``pretrained_cfg["input_size"]``. ``timm:`` specs and timm modules
+passed as they are get their inputs from here alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+IMAGE_SIZE = (3, 224, 224)  # what a timm model without an input size is traced at
+
+
+def timm_input_size(model: nn.Module) -> tuple[int, ...] | None:
+    """The ``(channels, height, width)`` a timm model declares in its ``pretrained_cfg``
+    (``default_cfg`` in older timm), or None for a model that declares none."""
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    if isinstance(cfg, Mapping) and cfg.get("input_size"):
+        return tuple(cfg["input_size"])
+    return None
+
+
+def timm_inputs(model: nn.Module, options: Mapping[str, Any] | None = None) -> torch.Tensor:
+    """A batch of two images at a timm model's declared input size, where ``options`` (its
+    constructor's) set the size with ``img_size`` or the channels with ``in_chans``: timm
+    keeps the pretrained size in the cfg when those are given, so they take precedence."""
+    channels, *size = timm_input_size(model) or IMAGE_SIZE
+    options = options or {}
+    channels = options.get("in_chans", channels)
+    img_size = options.get("img_size")
+    if img_size is not None:
+        size = [img_size, img_size] if isinstance(img_size, int) else list(img_size)
+    return torch.zeros(2, channels, *size)
+
+
+def declared_inputs(model: nn.Module) -> Any:
+    """The input a model's library says its forward takes, or None if it says nothing."""
+    if timm_input_size(model) is not None:
+        return timm_inputs(model)
+    return None
