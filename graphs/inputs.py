@@ -2,12 +2,14 @@
 
 Guessing from the first layer finds the channels but not the image size, and many models
 accept one size only (a ViT's position embedding, a MaxViT's attention windows): timm
-models say theirs in ``pretrained_cfg["input_size"]``. ``timm:`` specs and timm modules
-passed as they are get their inputs from here alike.
+models say theirs in ``pretrained_cfg["input_size"]``. Nor does a guess know that a
+transformers encoder-decoder (T5, BART) needs decoder inputs too: its config says so. The
+``hf:`` and ``timm:`` specs and modules passed as they are get their inputs from here alike.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +17,22 @@ import torch
 from torch import nn
 
 IMAGE_SIZE = (3, 224, 224)  # what a timm model without an input size is traced at
+TEXT_LENGTH = 16
+
+
+def hf_inputs(config: Any, main_input_name: str) -> dict[str, torch.Tensor]:
+    """A batch of two for a transformers model whose forward's first input is
+    ``main_input_name``: images at the config's size, or token ids, plus decoder token ids
+    when the config is an encoder-decoder's."""
+    if main_input_name == "pixel_values":
+        size = getattr(config, "image_size", 224)
+        channels = getattr(config, "num_channels", 3)
+        return {"pixel_values": torch.zeros(2, channels, size, size)}
+    ids = torch.zeros(2, TEXT_LENGTH, dtype=torch.long)
+    inputs = {"input_ids": ids}
+    if getattr(config, "is_encoder_decoder", False):
+        inputs["decoder_input_ids"] = ids
+    return inputs
 
 
 def timm_input_size(model: nn.Module) -> tuple[int, ...] | None:
@@ -41,6 +59,9 @@ def timm_inputs(model: nn.Module, options: Mapping[str, Any] | None = None) -> t
 
 def declared_inputs(model: nn.Module) -> Any:
     """The input a model's library says its forward takes, or None if it says nothing."""
+    transformers = sys.modules.get("transformers")  # no transformers model without it
+    if transformers is not None and isinstance(model, transformers.PreTrainedModel):
+        return hf_inputs(model.config, model.main_input_name)
     if timm_input_size(model) is not None:
         return timm_inputs(model)
     return None

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .errors import GraphBuildError, UnknownArchitectureError
-from .inputs import timm_inputs
+from .inputs import hf_inputs, timm_inputs
 from .meta import meta_init
 
 SOURCES = ("torchvision", "hf", "timm", "python")
@@ -45,7 +45,6 @@ HF_SIZES: dict[str, tuple[str, dict[str, Any]]] = {
     "t5-small": ("t5", {"d_model": 512, "num_layers": 6, "num_heads": 8, "d_ff": 2048}),
     "vit-base": ("vit", {}),
 }
-TEXT_LENGTH = 16
 NUM_CLASSES_MAX = 2**31 - 1  # what every framework's int32 sizes hold
 # Constructor options that read files or download weights: never accepted in a spec.
 _FILE_OPTIONS = frozenset({"weights", "pretrained", "checkpoint_path", "pretrained_cfg",
@@ -305,16 +304,7 @@ def hf_model(config, wants_classes: bool) -> nn.Module:
 def _hf_inputs(spec: ArchSpec) -> dict[str, torch.Tensor]:
     config = hf_config(spec)
     cls = _hf_auto_class(config, "num_labels" in spec.kwargs)
-    main = getattr(cls, "main_input_name", "input_ids")
-    if main == "pixel_values":
-        size = getattr(config, "image_size", 224)
-        channels = getattr(config, "num_channels", 3)
-        return {"pixel_values": torch.zeros(2, channels, size, size)}
-    ids = torch.zeros(2, TEXT_LENGTH, dtype=torch.long)
-    inputs = {"input_ids": ids}
-    if getattr(config, "is_encoder_decoder", False):
-        inputs["decoder_input_ids"] = ids
-    return inputs
+    return hf_inputs(config, getattr(cls, "main_input_name", "input_ids"))
 
 
 # ----- timm -----------------------------------------------------------------------------

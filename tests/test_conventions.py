@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import timm
 import torch
+import transformers
 from torch import nn
 
 import graphs
@@ -68,3 +69,25 @@ def test_timm_module_keeps_the_example_inputs_it_is_given():
     graph = graphs.build(model, torch.zeros(2, 3, 96, 96))
     assert graph.unused == []
 
+
+TINY_T5 = {"d_model": 32, "d_kv": 16, "d_ff": 64, "num_layers": 2, "num_heads": 2,
+           "vocab_size": 100}
+
+
+@pytest.mark.parametrize("model_class", ["T5Model", "T5ForConditionalGeneration"])
+def test_encoder_decoder_module_traces_with_decoder_inputs(model_class):
+    # Without the cache, as hf: specs trace (a returned cache changes the forward's graph).
+    config = transformers.T5Config(**TINY_T5, use_cache=False)
+    with graphs.meta_init():
+        model = getattr(transformers, model_class)(config)
+    graph = graphs.build(model)
+    assert graph.unused == []
+    assert any(p.name.startswith("decoder.block.1.") for p in graph.params)
+    if model_class == "T5ForConditionalGeneration":  # what hf:t5 builds: the same graph
+        assert graph.arch_hash == graphs.build(graphs.resolve("hf:t5", **TINY_T5)).arch_hash
+
+
+def test_encoder_only_module_of_an_encoder_decoder_config_gets_no_decoder_inputs():
+    with graphs.meta_init():
+        model = transformers.T5EncoderModel(transformers.T5Config(**TINY_T5))
+    assert graphs.build(model).unused == []
