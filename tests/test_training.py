@@ -14,7 +14,7 @@ import torch
 
 import hyperinit
 from training.config import TrainConfig, load_config
-from training.trainer import GHNTrainer, loss_after_sgd, task_loss, train
+from training.trainer import CHECKPOINT, GHNTrainer, train
 from training.trainer import trainer as make_trainer
 from training.zoo import build_arch
 
@@ -92,57 +92,10 @@ def test_generator_options_are_checked(tmp_path):
         TrainConfig(generator="gan")
     with pytest.raises(FileNotFoundError, match="is not a model zoo"):
         make_trainer(tiny_config(tmp_path / "run", "diffusion", zoo=str(tmp_path)))
-    with pytest.raises(ValueError, match="lookahead_steps must be at least 0"):
-        TrainConfig(lookahead_steps=-1)
-    with pytest.raises(ValueError, match="lookahead_steps only applies to generator='ghn'"):
-        TrainConfig(generator="diffusion", zoo="z", lookahead_steps=1)
     with pytest.raises(ValueError, match="noise only applies to generator='ghn'"):
         TrainConfig(generator="diffusion", zoo="z", noise=0.5)
     with pytest.raises(ValueError, match="noise must be at least 0 and below 1"):
         TrainConfig(noise=1.0)
-
-
-def test_loss_after_sgd_is_differentiable_through_the_steps():
-    """Its gradient matches finite differences of the loss after two real SGD steps."""
-    torch.manual_seed(0)
-    module = torch.nn.Linear(5, 3).double()
-    batches = [(torch.randn(8, 5, dtype=torch.float64), torch.randint(0, 3, (8,)))
-               for _ in range(3)]
-    lr = 0.5
-
-    def after(weight: torch.Tensor) -> torch.Tensor:
-        params = {"weight": weight, "bias": module.bias}
-        first = task_loss(module, params, *batches[0])
-        return loss_after_sgd(module, params, {}, first, batches[1:], lr)
-
-    weight = module.weight.detach().clone().requires_grad_()
-    (grad,) = torch.autograd.grad(after(weight), weight)
-    direction, eps = torch.randn_like(weight), 3e-3  # the loss is float32 (task_loss)
-    numeric = (after(weight + eps * direction) - after(weight - eps * direction)) / (2 * eps)
-    # (dropping the second-order terms gives 0.31 here, against 0.066)
-    assert (grad * direction).sum().item() == pytest.approx(numeric.item(), rel=1e-3)
-    params = {"weight": weight.detach(), "bias": module.bias.detach()}
-    for x, y in batches[:2]:  # the same two steps, taken by hand
-        params = {k: v.clone().requires_grad_() for k, v in params.items()}
-        grads = torch.autograd.grad(task_loss(module, params, x, y), list(params.values()))
-        params = {k: (v - lr * g).detach() for (k, v), g in zip(params.items(), grads, strict=True)}
-    assert after(weight).item() == pytest.approx(task_loss(module, params, *batches[2]).item())
-
-
-def test_lookahead_objective_trains(tmp_path, shared_data, monkeypatch):
-    train(tiny_config(tmp_path / "run", steps=2, lookahead_steps=1))
-    rows = [json.loads(r) for r in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2]
-    assert all(math.isfinite(r["lookahead_loss"]) and r["loss"] > r["task_loss"] for r in rows)
-    # ops PyTorch cannot differentiate twice as they are: fused attention, hardsigmoid
-    hardsigmoid = torch.nn.functional.hardsigmoid
-    trainer = GHNTrainer(tiny_config(tmp_path / "more", lookahead_steps=1, arch_pool=300))
-    monkeypatch.setattr(trainer, "arch_seeds", lambda step: [5, 21])
-    assert [trainer._arch(s).name for s in (5, 21)] == ["vit-5", "mobilenet-21"]
-    loss, metrics = trainer.loss()
-    loss.backward()
-    assert math.isfinite(metrics["lookahead_loss"])
-    assert torch.nn.functional.hardsigmoid is hardsigmoid  # restored
 
 
 def test_init_starts_from_a_trained_generator(tmp_path, generator_config):
@@ -192,28 +145,6 @@ def test_noise_aware_training_and_the_generators_noise(tmp_path, shared_data):
     assert reset.model.config.noise == 0.0
 
 
-def test_orth_training_goes_through_the_orthogonalized_prediction(tmp_path, shared_data):
-    """``orth=true`` trains on the predictions after noise and orthogonalization: the same
-    generator, data and noise give another loss, and the gradient reaches the generator
-    through the Newton-Schulz steps, finite. The generator keeps ``orth`` in its config, and
-    fine-tuning it keeps it unless told otherwise."""
-    plain, orth = (GHNTrainer(tiny_config(tmp_path / name, noise=0.5, **kw))
-                   for name, kw in (("plain", {}), ("orth", {"orth": True})))
-    orth.model.load_state_dict(plain.model.state_dict())
-    loss, metrics = orth.loss()
-    assert metrics["task_loss"] != plain.loss()[1]["task_loss"]
-    loss.backward()
-    grads = [p.grad for p in orth.model.parameters() if p.grad is not None]
-    assert grads and all(torch.isfinite(g).all() for g in grads)
-    with pytest.raises(ValueError, match="orth only applies to generator='ghn'"):
-        TrainConfig(generator="diffusion", zoo="z", orth=True)
-    exported = train(tiny_config(tmp_path / "run", steps=2, orth=True))
-    assert hyperinit.load_generator(exported).config.orth is True  # predictions get it too
-    assert make_trainer(tiny_config(tmp_path / "kept", init=str(exported))).model.config.orth
-    off = make_trainer(tiny_config(tmp_path / "off", init=str(exported), orth=False))
-    assert off.model.config.orth is False
-
-
 def test_resume_is_exact(tmp_path, generator_config):
     straight = make_trainer(generator_config(tmp_path / "a"))
     straight.train()
@@ -251,6 +182,36 @@ def test_bad_data_paths(tmp_path):
     (tmp_path / "flat/cat.jpg").write_bytes(b"")
     with pytest.raises(ValueError, match="train"):
         GHNTrainer(tiny_config(tmp_path / "run", data=str(tmp_path / "flat")))
+
+
+def test_removed_options_load_at_their_neutral_value_only(tmp_path, shared_data):
+    """``lookahead_steps`` and ``orth`` are gone: an old run's config and checkpoint that
+    hold them at the value where they did nothing still load and resume; any other value is
+    refused by name, so an old run never goes on silently changed."""
+    (tmp_path / "old.yaml").write_text("lookahead_steps: 0\nlookahead_lr: 0.05\north: null\n"
+                                       "steps: 3\n")
+    assert load_config(tmp_path / "old.yaml", ["orth=false"]).steps == 3
+    (tmp_path / "on.yaml").write_text("lookahead_steps: 2\n")
+    with pytest.raises(ValueError, match=r"on.yaml sets lookahead_steps=2, but lookahead_steps "
+                                         r"was removed .* set it to 0"):
+        load_config(tmp_path / "on.yaml")
+    with pytest.raises(ValueError, match="overrides sets orth=True, but orth was removed"):
+        load_config(None, ["orth=true"])
+    trainer = make_trainer(tiny_config(tmp_path / "run"))
+    trainer.out.mkdir()
+    trainer.train_step()
+    trainer.save_checkpoint()
+    state = torch.load(trainer.out / CHECKPOINT, weights_only=True)
+    for removed, resumes in (({"lookahead_steps": 0, "orth": None}, True),
+                             ({"lookahead_steps": 1}, False)):
+        state["config"].update(removed)
+        torch.save(state, trainer.out / CHECKPOINT)
+        if resumes:
+            assert train(tiny_config(tmp_path / "run", steps=2)).is_dir()
+        else:
+            with pytest.raises(hyperinit.CheckpointError, match="its config sets "
+                                                                "lookahead_steps=1"):
+                train(tiny_config(tmp_path / "run", steps=2))
 
 
 def test_config_files_and_unknown_keys(tmp_path):

@@ -6,7 +6,7 @@ import difflib
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 Config = TypeVar("Config")
 
@@ -48,20 +48,10 @@ class TrainConfig:
     # its decoder: a new decoder then learns from node embeddings that already know
     # architectures. The encoder sizes (hidden, layers, heads) must match.
     encoder_init: str | None = None
-    # ghn: also minimize the loss after this many plain SGD steps (lr lookahead_lr) from the
-    # predicted parameters, differentiated through the steps: trains for inits that *train*
-    # well, not only ones that start well (GradInit's idea; each step costs about 3x)
-    lookahead_steps: int = 0
-    lookahead_lr: float = 0.05  # hyperinit eval's image learning rate
     # ghn: train with hyperinit.predict's noise applied to the predictions (noise-aware
     # training); also written to the trained generator's config.json as its default noise.
     # None: no noise in training, and the init's noise (if any) stays in its config
     noise: float | None = None
-    # ghn: train with every predicted weight but the head orthogonalized after the noise
-    # (hyperinit.predict.orthogonalize), so the generator learns directions, not conditioning;
-    # written to the generator's config.json, so predictions are orthogonalized too.
-    # None: as the init (false for a new generator)
-    orth: bool | None = None
     # generator size; None: the default of hyperinit.GHNConfig / hyperinit.DiffusionConfig
     hidden: int | None = None
     layers: int | None = None
@@ -79,6 +69,15 @@ class TrainConfig:
     log_every: int = 10
     resume: bool = True  # continue from OUT/checkpoint.pt if it exists
     max_seconds: float | None = None  # stop (with a checkpoint) after this long; resume later
+
+    # Options of earlier versions, removed because no measured result supported them (what
+    # was measured stays in the cards), with the values at which they did nothing (None:
+    # any value). Configs and checkpoints of older runs may hold them: see ``drop_removed``.
+    removed: ClassVar[dict[str, tuple[Any, ...] | None]] = {
+        "lookahead_steps": (0,),  # the loss after N SGD steps from the prediction
+        "lookahead_lr": None,  # its step size: no effect at lookahead_steps 0
+        "orth": (None, False),  # training through hyperinit.predict.orthogonalize
+    }
 
     def __post_init__(self) -> None:
         if self.generator not in SIZE_OPTIONS:
@@ -99,12 +98,9 @@ class TrainConfig:
                      "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.lookahead_steps < 0 or self.lookahead_lr <= 0:
-            raise ValueError(f"lookahead_steps must be at least 0 and lookahead_lr above 0, got "
-                             f"{self.lookahead_steps} and {self.lookahead_lr}")
         if self.init and self.encoder_init:
             raise ValueError("init and encoder_init both set where the model starts: give one")
-        for name in ("lookahead_steps", "noise", "orth", "encoder_init"):
+        for name in ("noise", "encoder_init"):
             if getattr(self, name) and self.generator != "ghn":
                 raise ValueError(f"{name} only applies to generator='ghn'")
         if self.noise is not None and not 0 <= self.noise < 1:
@@ -123,6 +119,21 @@ class TrainConfig:
 # Model options that only one generator has (set for the other one: an error).
 SIZE_OPTIONS = {"ghn": ("rank", "features"),
                 "diffusion": ("chunk", "graph_layers", "prediction_type")}
+
+
+def drop_removed(values: dict[str, Any], source: str, cls: type = TrainConfig,
+                 ) -> dict[str, Any]:
+    """``values`` without the options ``cls.removed`` lists, so an old run's config still
+    loads; one set to a value at which it did something is an error, not a silent change."""
+    removed = getattr(cls, "removed", {})
+    for key, neutral in removed.items():
+        if key in values and neutral is not None and values[key] not in neutral:
+            raise ValueError(
+                f"{source} sets {key}={values[key]!r}, but {key} was removed from "
+                f"{cls.__name__} (no measured result supported it): this version cannot "
+                f"continue or repeat that run; remove the key or set it to "
+                f"{' or '.join(map(repr, neutral))}")
+    return {k: v for k, v in values.items() if k not in removed}
 
 
 def _check_keys(values: dict[str, Any], source: str, cls: type = TrainConfig) -> None:
@@ -168,11 +179,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ValueError(f"config files are .toml, .yaml or .yml, got {path.name}")
         if not isinstance(values, dict):
             raise ValueError(f"{path} must hold a table of options, got {type(values).__name__}")
+        values = drop_removed(values, str(path), cls)
         _check_keys(values, str(path), cls)
     for item in overrides or []:
         key, sep, text = item.partition("=")
         if not sep:
             raise ValueError(f"overrides are key=value, got {item!r}")
-        _check_keys({key: None}, "overrides", cls)
-        values[key] = _parse_value(text)
+        override = drop_removed({key: _parse_value(text)}, "overrides", cls)
+        _check_keys(override, "overrides", cls)
+        values.update(override)
     return cls(**values)

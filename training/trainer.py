@@ -5,19 +5,17 @@ checkpointing. :class:`GHNTrainer` predicts parameters for a meta-batch of archi
 runs the same data batch through each, and backpropagates the averaged loss into the
 hypernetwork; ``training.diffusion_trainer.DiffusionTrainer`` denoises zoo checkpoints.
 Launch on many processes with ``torchrun``: each rank draws its own architectures (or
-checkpoints) and data, gradients are averaged with ``all_reduce``, rank 0 writes.
+checkpoints) and data, ``DistributedDataParallel`` averages the gradients, rank 0 writes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import random
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,15 +25,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import graphs
 from hyperinit import CheckpointError, GHNConfig, GraphHyperNetwork, load_generator
-from hyperinit.predict import finish, orth_names
+from hyperinit.predict import add_noise
 
 from . import data, samplers
-from .config import TrainConfig
+from .config import TrainConfig, drop_removed
 from .evaluate import write_text
 
 CHECKPOINT = "checkpoint.pt"
@@ -70,41 +68,6 @@ def task_loss(module: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
 
 
-def loss_after_sgd(module: nn.Module, params: dict[str, torch.Tensor],
-                   buffers: dict[str, torch.Tensor], first_loss: torch.Tensor,
-                   batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float) -> torch.Tensor:
-    """The task loss on ``batches[-1]`` after ``len(batches)`` plain SGD steps from ``params``:
-    the first on ``first_loss`` (their loss on the step's own batch), each next one on the
-    loss of the batch before.
-
-    The steps keep their graph, so the result is differentiable with respect to ``params``
-    through the steps (second order): its gradient says how to change an init so that it
-    trains better, which the loss at the init alone does not.
-    """
-    loss = first_loss
-    for x, y in batches:
-        tensors = list(params.values())
-        grads = torch.autograd.grad(loss, tensors, create_graph=True, allow_unused=True)
-        params = {k: v if g is None else v - lr * g
-                  for (k, v), g in zip(params.items(), grads, strict=True)}
-        loss = task_loss(module, {**params, **buffers}, x, y)
-    return loss
-
-
-@contextlib.contextmanager
-def twice_differentiable() -> Iterator[None]:
-    """Run the ops that PyTorch cannot differentiate twice in forms it can: attention with the
-    plain (math) kernel, ``hardsigmoid`` as ``relu6(x + 3) / 6`` (MobileNet's squeeze-excite).
-    Same values; needed by :func:`loss_after_sgd`."""
-    hardsigmoid = F.hardsigmoid
-    F.hardsigmoid = lambda x, inplace=False: F.relu6(x + 3) / 6
-    try:
-        with sdpa_kernel(SDPBackend.MATH):
-            yield
-    finally:
-        F.hardsigmoid = hardsigmoid
-
-
 class Trainer:
     """One run of one generator: ``Trainer(cfg).train()``. Rank 0 logs and checkpoints.
 
@@ -128,9 +91,11 @@ class Trainer:
             self.load_init(cfg.init)
         if cfg.encoder_init:
             self.load_encoder(cfg.encoder_init)
-        if self.world > 1:  # start every rank from rank 0's weights
-            for p in self.model.parameters():
-                dist.broadcast(p.data, src=0)
+        # What a step runs: the loss, or on many ranks the loss under DDP, which starts every
+        # rank from rank 0's weights and averages the gradients in backward.
+        self.objective = self.loss if self.world == 1 else DistributedDataParallel(
+            _Objective(self.model, self.loss), device_ids=_device_ids(self.device),
+            find_unused_parameters=True)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
                                            weight_decay=cfg.weight_decay)
         self.step = 0
@@ -168,6 +133,10 @@ class Trainer:
         """Start from a trained generator's weights (fine-tune it): it must be the generator
         this run builds, at the same size."""
         source = load_generator(name)
+        if getattr(source.config, "orth", False):
+            raise ValueError(f"init={name!r} was trained through orthogonalization (orth: true "
+                             "in its config.json), which training no longer does: start from "
+                             "another generator")
         if type(source) is not type(self.model) or _size(source) != _size(self.model):
             raise ValueError(
                 f"init={name!r} is a {type(source).__name__} with {_size(source)}, "
@@ -176,8 +145,6 @@ class Trainer:
         self.model.load_state_dict(source.state_dict())
         if self.cfg.noise is None and hasattr(source.config, "noise"):
             self.model.config.noise = source.config.noise  # a GHN's default noise
-        if self.cfg.orth is None and hasattr(source.config, "orth"):
-            self.model.config.orth = source.config.orth  # trained through it: keep it so
 
     def load_encoder(self, name: str) -> None:
         """Start the graph encoder from a trained generator's, whatever its decoder."""
@@ -195,15 +162,9 @@ class Trainer:
         lr = lr_at(self.step, self.cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss, extra = self.loss()
+        loss, extra = self.objective()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.world > 1:
-            for p in self.model.parameters():
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                dist.all_reduce(p.grad)  # a sum: gloo has no average
-                p.grad /= self.world
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.step += 1
@@ -268,6 +229,7 @@ class Trainer:
         """Restore everything :meth:`save_checkpoint` wrote (our own file: weights only)."""
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
+            drop_removed(state["config"], "its config")
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.load_data_state(state["data"])
@@ -312,8 +274,7 @@ class GHNTrainer(Trainer):
             self._prebuild(self.cfg.prebuild_workers)
 
     def build_model(self) -> GraphHyperNetwork:
-        options = {k: getattr(self.cfg, k) for k in ("noise", "orth")
-                   if getattr(self.cfg, k) is not None}
+        options = {} if self.cfg.noise is None else {"noise": self.cfg.noise}
         return GraphHyperNetwork(GHNConfig(**self.cfg.size(), **options))
 
     def _batches(self):
@@ -363,52 +324,40 @@ class GHNTrainer(Trainer):
         cfg = self.cfg
         archs = [self._arch(s) for s in self.arch_seeds(self.step)]
         x, y = next(self.batches)
-        ahead = [next(self.batches) for _ in range(cfg.lookahead_steps)]
-        with self.autocast(), twice_differentiable() if ahead else contextlib.nullcontext():
+        with self.autocast():
             predicted = self.model([a.graph for a in archs])
-            if cfg.noise or self.model.config.orth:
+            if cfg.noise:
                 # seeded by (seed, step, rank), like the picks: a resumed run draws the same
                 rng = torch.Generator().manual_seed(self.picks(self.step, 1, 2**62)[0])
-                predicted = [as_predicted(a.graph, t, cfg.noise or 0.0, self.model.config.orth,
-                                          rng) for a, t in zip(archs, predicted, strict=True)]
-            losses, after = [], []
+                predicted = [as_predicted(a.graph, t, cfg.noise, rng)
+                             for a, t in zip(archs, predicted, strict=True)]
+            losses = []
             for arch, tensors in zip(archs, predicted, strict=True):
                 # Predicted tensors come out of autocast in bf16; parameters are kept fp32
                 # like any model's (BatchNorm insists), and autocast still runs the math in
                 # bf16.
                 params, buffers = _fp32(tensors), _fresh(arch.buffers)
                 losses.append(task_loss(arch.module, {**params, **buffers}, x, y))
-                if ahead:
-                    after.append(loss_after_sgd(arch.module, params, buffers, losses[-1],
-                                                ahead, cfg.lookahead_lr))
             task = torch.stack(losses).mean()
             norm = sum(t.float().norm() for p in predicted for t in p.values()) / len(archs)
-        metrics = {"task_loss": task.item(), "param_norm": norm.item()}
-        loss = task + cfg.reg * norm
-        if after:
-            lookahead = torch.stack(after).mean()
-            metrics["lookahead_loss"] = lookahead.item()
-            loss = loss + lookahead
-        return loss, metrics
+        return task + cfg.reg * norm, {"task_loss": task.item(), "param_norm": norm.item()}
 
 
 def as_predicted(graph: graphs.ArchGraph, tensors: dict[str, torch.Tensor], noise: float,
-                 orth: bool, rng: torch.Generator) -> dict[str, torch.Tensor]:
-    """Predicted tensors as ``hyperinit.predict`` gives them: with ``noise``, then
-    orthogonalized if ``orth`` (tied names stay one tensor), differentiable in the
-    prediction."""
-    names = orth_names(graph) if orth else set()
+                 rng: torch.Generator) -> dict[str, torch.Tensor]:
+    """Predicted tensors with ``noise``, as ``hyperinit.predict`` gives them (tied names stay
+    one tensor), differentiable in the prediction."""
     out = {}
     for p in graph.params:
-        out[p.name] = finish(tensors[p.name], p.role, noise, rng, orth=p.name in names)
+        out[p.name] = add_noise(tensors[p.name], p.role, noise, rng)
         out.update(dict.fromkeys(p.tied, out[p.name]))
     return out
 
 
 def _size(generator: nn.Module) -> dict[str, Any]:
-    """A generator's config without ``noise`` and ``orth``, which set no weights' shapes
-    and may differ."""
-    return {k: v for k, v in asdict(generator.config).items() if k not in ("noise", "orth")}
+    """A generator's config without ``noise``, which sets no weights' shapes and may
+    differ."""
+    return {k: v for k, v in asdict(generator.config).items() if k != "noise"}
 
 
 def build_arch(sampler: samplers.Mixed, seed: int, cfg: TrainConfig) -> Arch:
@@ -428,6 +377,24 @@ def _fp32(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _fresh(buffers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Copies of the buffers, so BatchNorm's running-stat updates never accumulate."""
     return {k: v.clone() for k, v in buffers.items()}
+
+
+class _Objective(nn.Module):
+    """A trainer's loss as the forward of a module that holds the generator, so that
+    ``DistributedDataParallel`` can wrap it: a step's loss calls the generator's methods in
+    whatever way it needs (the diffusion loss calls several), not one ``forward``."""
+
+    def __init__(self, model: nn.Module, loss: Any) -> None:
+        super().__init__()
+        self.model, self.loss = model, loss
+
+    def forward(self) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.loss()
+
+
+def _device_ids(device: torch.device) -> list[int] | None:
+    """DDP's ``device_ids``: this rank's GPU, or None on CPU."""
+    return [device.index] if device.type == "cuda" else None
 
 
 def _device(cfg: TrainConfig) -> torch.device:
