@@ -27,6 +27,7 @@ from torch.func import functional_call
 from .errors import GraphBuildError, PartialGraphWarning
 from .graph import ArchGraph, Node, ParamSpec
 from .inputs import declared_inputs
+from .tracing import traceable_experts
 from .vocab import NORM_OPS, function_name, is_layout, op_of
 
 _POSITIONAL_NAMES = ("pos", "wpe")
@@ -74,11 +75,12 @@ def build(model: Any, example_inputs: Any = None, *, name: str | None = None) ->
 def _trace(model: nn.Module, candidates: list, label: str, given: bool) -> ArchGraph:
     """The graph of the first input in ``candidates`` the model runs on; a clear error if none."""
     failures = []
-    for inputs in candidates:
-        try:
-            return _Tracer(model, label).trace(inputs)
-        except _ForwardFailed as err:
-            failures.append(err)
+    with traceable_experts(model):
+        for inputs in candidates:
+            try:
+                return _Tracer(model, label).trace(inputs)
+            except _ForwardFailed as err:
+                failures.append(err)
     first = failures[0]
     if _data_dependent(first.cause):
         how = ("its output shape depends on the input values, which tracing without values "

@@ -91,3 +91,27 @@ def test_encoder_only_module_of_an_encoder_decoder_config_gets_no_decoder_inputs
     with graphs.meta_init():
         model = transformers.T5EncoderModel(transformers.T5Config(**TINY_T5))
     assert graphs.build(model).unused == []
+
+
+TINY_MIXTRAL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 2, "num_key_value_heads": 1, "num_local_experts": 4,
+                "num_experts_per_tok": 2, "vocab_size": 100}
+
+
+def test_mixture_of_experts_spec_traces_every_expert():
+    graph = graphs.build(graphs.resolve("hf:mixtral", **TINY_MIXTRAL))
+    assert graph.unused == []
+    shapes = {p.name: p.shape for p in graph.params}
+    assert shapes["model.layers.1.mlp.experts.gate_up_proj"] == (4, 2 * 64, 32)
+    assert shapes["model.layers.1.mlp.experts.down_proj"] == (4, 32, 64)
+
+
+def test_mixture_of_experts_module_traces_and_keeps_its_experts_implementation():
+    config = transformers.MixtralConfig(**TINY_MIXTRAL, use_cache=False)
+    with graphs.meta_init():
+        model = transformers.MixtralForCausalLM(config)
+    before = model.get_experts_implementation()
+    graph = graphs.build(model)
+    assert graph.unused == []
+    assert graph.arch_hash == graphs.build(graphs.resolve("hf:mixtral", **TINY_MIXTRAL)).arch_hash
+    assert model.get_experts_implementation() == before
