@@ -13,25 +13,26 @@ import sys
 import types
 from typing import Any
 
-__version__ = "0.3.0"
+from graphs.lazy import lazy_exports
 
-from graphs.lazy import lazy_exports  # noqa: E402
-
-from .errors import (  # noqa: E402
+from .errors import (
     CheckpointError,
     DiskFullError,
     GeneratorLimitError,
     OutputPathError,
 )
+from .version import __version__
 
 # Public name -> the submodule that defines it.
 _LAZY = {
+    "Generator": "generator", "PredictDefaults": "generator",
     "GHNConfig": "ghn", "GraphHyperNetwork": "ghn",
-    "from_hub": "hub", "pull_init": "hub", "push_generator": "hub", "push_init": "hub",
-    "calibrate_batchnorm": "predict", "list_generators": "predict",
-    "load_generator": "predict", "predict": "predict", "predict_state_dict": "predict",
-    "save_init": "predict",
     "DiffusionConfig": "diffusion", "WeightDiffusion": "diffusion", "sample": "diffusion",
+    "list_generators": "catalog", "load_generator": "catalog",
+    "from_hub": "hub", "pull_init": "hub",
+    "push_generator": "publish", "push_init": "publish",
+    "calibrate_batchnorm": "predict", "predict": "predict", "predict_state_dict": "predict",
+    "save_init": "predict",
 }
 
 
@@ -60,8 +61,10 @@ __all__ = [
     "GeneratorLimitError",
     "DiffusionConfig",
     "GHNConfig",
+    "Generator",
     "GraphHyperNetwork",
     "OutputPathError",
+    "PredictDefaults",
     "WeightDiffusion",
     "calibrate_batchnorm",
     "from_hub",
@@ -72,6 +75,7 @@ __all__ = [
     "pull_init",
     "push_generator",
     "push_init",
+    "__version__",
     "sample",
     "save_init",
 ]

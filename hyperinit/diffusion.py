@@ -26,21 +26,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
-from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from graphs import ROLES, ArchGraph
-from graphs.batch import GraphBatch
 from graphs.graph import ROLE_INDEX
 
-from .checkpoint import WEIGHTS_FILE, checkpoint_file, load_weights_strictly
+from .checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from .encoder import BUCKETS, GraphEncoder, log_bucket
 from .errors import CheckpointError, GeneratorLimitError
-from .safetensors_io import usual_permissions
+from .generator import Generator, PredictDefaults
+from .target import Arch, parse_dtype, reset_buffers, resolve_target
 
 SCHEDULER_FILE = "scheduler_config.json"
-LAYOUT = f"config.json + {WEIGHTS_FILE} + {SCHEDULER_FILE}"
-KIND = "weight-diffusion"
 _MIN_STD = 1e-4  # constant tensors (LayerNorm weights at init) get this std
 # Attention is full over an architecture's tokens: its memory grows with their square.
 MAX_TOKENS = 8192
@@ -184,8 +181,7 @@ class DiffusionConfig:
     ``num_tasks`` the number of task/dataset ids (0: unconditional) and ``cond_drop`` the
     probability of dropping the task in training (classifier-free guidance); ``stats_weight``
     weighs the per-tensor stats loss against the denoising loss; ``prediction_type`` is
-    what the denoiser outputs (:func:`default_scheduler`). ``kind`` tells a config.json of
-    this generator from a GHN's.
+    what the denoiser outputs (:func:`default_scheduler`).
     """
 
     chunk: int = 64
@@ -198,11 +194,8 @@ class DiffusionConfig:
     cond_drop: float = 0.1
     stats_weight: float = 0.1
     prediction_type: str = "epsilon"
-    kind: str = KIND
 
     def __post_init__(self) -> None:
-        if self.kind != KIND:
-            raise ValueError(f"config kind {self.kind!r} is not {KIND!r}")
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, "
                              f"got {self.prediction_type!r}")
@@ -216,8 +209,7 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
-class WeightDiffusion(nn.Module, PyTorchModelHubMixin, library_name="hyperinit",
-                      tags=["hyperinit", "weight-diffusion"]):
+class WeightDiffusion(Generator):
     """Transformer denoiser over the weight tokens of one architecture, graph-conditioned.
 
     A token's input is ``linear(noisy chunk) + position + role + node embedding + timestep
@@ -226,11 +218,14 @@ class WeightDiffusion(nn.Module, PyTorchModelHubMixin, library_name="hyperinit",
     ``scheduler_config.json``.
     """
 
-    def __init__(self, config: DiffusionConfig | dict | None = None) -> None:
-        super().__init__()
-        if isinstance(config, dict):  # as read back from config.json
-            config = DiffusionConfig(**config)
-        self.config = config = config or DiffusionConfig()
+    kind = "weight-diffusion"
+    config_class = DiffusionConfig
+    extra_files = (SCHEDULER_FILE,)
+
+    def __init__(self, config: DiffusionConfig | None = None,
+                 defaults: PredictDefaults | None = None) -> None:
+        super().__init__(config, defaults)
+        config = self.config
         self.tokenizer = WeightTokenizer(config.chunk)
         self.scheduler = default_scheduler(config.prediction_type)
         d = config.hidden
@@ -254,12 +249,6 @@ class WeightDiffusion(nn.Module, PyTorchModelHubMixin, library_name="hyperinit",
     @property
     def null_task(self) -> int:
         return self.config.num_tasks
-
-    def embed(self, graphs: Sequence[ArchGraph]) -> list[torch.Tensor]:
-        """Node embeddings, one ``(nodes, hidden)`` tensor per graph."""
-        device = self.inp.weight.device
-        batch = GraphBatch.from_graphs(list(graphs)).to(device)
-        return list(self.encoder(batch).split([g.num_nodes for g in graphs]))
 
     def _tensor_features(self, meta: TokenMeta, node_emb: torch.Tensor) -> torch.Tensor:
         """``(params, hidden)``: what is known of each tensor before its values."""
@@ -309,36 +298,28 @@ class WeightDiffusion(nn.Module, PyTorchModelHubMixin, library_name="hyperinit",
 
     def iter_tensors(self, graph: ArchGraph, seed: int = 0,
                      ) -> Iterator[tuple[str, torch.Tensor]]:
-        """``(name, tensor)`` of every parameter in graph order, like the GHN's method of the
-        same name, so ``predict``/``save_init`` serve either generator. One default DDIM
-        sample: unlike the GHN's, the whole sample is computed before the first tensor."""
+        """Every parameter of ``graph`` in graph order, from one default DDIM sample drawn
+        with ``seed``: unlike a GHN's, the whole sample is computed before the first
+        tensor."""
         state = sample_state_dicts(self, graph, n=1, seed=seed)[0]
         for p in graph.params:
             yield p.name, state[p.name]
 
-    def _save_pretrained(self, save_directory: Path) -> None:
-        """Weights (safetensors) and the noise schedule (``scheduler_config.json``)."""
-        super()._save_pretrained(save_directory)
-        usual_permissions(save_directory / WEIGHTS_FILE)
-        self.scheduler.save_config(save_directory)
+    def save_extra(self, folder: Path) -> None:
+        """The noise schedule, as ``scheduler_config.json``."""
+        self.scheduler.save_config(folder)
 
-    @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir, force_download,
-                         local_files_only, token, map_location: str = "cpu", strict: bool = True,
-                         **model_kwargs):
-        """Load safetensors weights only (never a pickle), strictly, and the schedule."""
-        model = cls(**model_kwargs)
-        download = dict(revision=revision, cache_dir=cache_dir, force_download=force_download,
-                        token=token, local_files_only=local_files_only)
-        weights = checkpoint_file(model_id, WEIGHTS_FILE, LAYOUT, **download)
-        load_weights_strictly(model, weights, model_id, map_location)
-        schedule = checkpoint_file(model_id, SCHEDULER_FILE, LAYOUT, **download)
+    def load_extra(self, folder: Path) -> None:
+        schedule = folder / SCHEDULER_FILE
+        if not schedule.is_file():
+            raise CheckpointError(f"{folder}: no {SCHEDULER_FILE} (a weight-diffusion "
+                                  f"checkpoint is {CONFIG_FILE} + {WEIGHTS_FILE} + "
+                                  f"{SCHEDULER_FILE})")
         try:
-            model.scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(schedule))
+            self.scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(schedule))
         except (OSError, ValueError, TypeError) as err:
             raise CheckpointError(f"{schedule} is not a valid DDPM scheduler config: {err}") \
                 from err
-        return model
 
 
 # ----- training ----------------------------------------------------------------------------
@@ -426,18 +407,10 @@ def load_diffusion(generator: str | os.PathLike | WeightDiffusion) -> WeightDiff
     """A diffusion generator from a local folder or Hub repo id, or an instance as is."""
     if isinstance(generator, WeightDiffusion):
         return generator
-    try:
-        model = WeightDiffusion.from_pretrained(str(generator))
-    except (ValueError, TypeError) as err:
-        if isinstance(err, CheckpointError):
-            raise
-        raise CheckpointError(f"{generator}: config.json is not a valid weight-diffusion "
-                              f"config: {err}") from err
-    model.name_or_path = str(generator)
-    return model.eval()
+    return WeightDiffusion.from_pretrained(generator)
 
 
-def sample(arch: Any, generator: str | os.PathLike | WeightDiffusion, *, n: int = 1,
+def sample(arch: Arch, generator: str | os.PathLike | WeightDiffusion, *, n: int = 1,
            seed: int = 0, num_classes: int | None = None, steps: int = 50,
            guidance: float = 1.0, task: int | None = None, clip: float | None = 4.0,
            dtype: str | torch.dtype | None = None, **kwargs: Any) -> list[dict[str, torch.Tensor]]:
@@ -448,11 +421,9 @@ def sample(arch: Any, generator: str | os.PathLike | WeightDiffusion, *, n: int 
     model with BatchNorm statistics reset. ``dtype`` defaults to each parameter's dtype. See
     :func:`sample_state_dicts` for ``steps``, ``guidance``, ``task`` and ``clip``.
     """
-    from .predict import _buffers, _dtype, _target  # imported here: predict imports this module
-
-    target = _target(arch, num_classes, kwargs)
-    cast = _dtype(dtype)
-    buffers = list(_buffers(target.module))
+    target = resolve_target(arch, num_classes, kwargs)
+    cast = parse_dtype(dtype)
+    buffers = list(reset_buffers(target.module))
     reference = target.module.state_dict()
     out = []
     for params in sample_state_dicts(load_diffusion(generator), target.graph, n, seed, steps,

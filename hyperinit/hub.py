@@ -1,21 +1,23 @@
-"""Inits and generators on the Hugging Face Hub: publish, pull and load them by revision.
+"""The Hugging Face Hub as a transport: download and publish generators and inits by revision.
 
 Two kinds of model repos:
 
-* a **generator** repo, as :class:`~huggingface_hub.PyTorchModelHubMixin` writes it
-  (``config.json``, ``model.safetensors``, ``README.md``). :func:`push_generator` publishes
-  one; ``hyperinit.load_generator("hub:OWNER/NAME@REVISION")`` loads it;
+* a **generator** repo: a checkpoint folder as ``Generator.save_pretrained`` writes it
+  (``config.json``, ``model.safetensors``, the kind's extra files, ``README.md``).
+  :func:`download_generator` fetches one (``hyperinit.load_generator("hub:OWNER/NAME@REV")``
+  loads it) and ``hyperinit.push_generator`` publishes one through :func:`publish_folder`;
 * an **init** repo: predicted parameters as ``model.safetensors`` (or shards plus
   ``model.safetensors.index.json``), a ``config.json`` whose ``hyperinit`` section names the
   architecture, generator, seed and noise (plus, for ``hf:`` specs, the full ``transformers``
-  config), and a model card. :func:`push_init` publishes one, :func:`pull_init` downloads it and
-  :func:`from_hub` loads it into a model.
+  config), and a model card. ``hyperinit.push_init`` publishes one, :func:`pull_init`
+  downloads it and :func:`from_hub` loads it into a model.
 
-A revision is a branch, a tag or a commit sha (default ``main``); pushes go to a branch,
-created from ``main`` if it does not exist. Everything goes through ``huggingface_hub``, so
-``HF_ENDPOINT``, ``HF_TOKEN``, the cache and ``HF_HUB_OFFLINE=1`` behave as usual. Nothing
-downloaded is unpickled and no remote code runs: architectures are rebuilt from registry
-names, never from imports a repo asks for.
+This module knows files and revisions, not generators or predictions, so every other
+module may use it. A revision is a branch, a tag or a commit sha (default ``main``); pushes
+go to a branch, created from ``main`` if it does not exist. Everything goes through
+``huggingface_hub``, so ``HF_ENDPOINT``, ``HF_TOKEN``, the cache and ``HF_HUB_OFFLINE=1``
+behave as usual. Nothing downloaded is unpickled and no remote code runs: architectures are
+rebuilt from registry names, never from imports a repo asks for.
 """
 
 from __future__ import annotations
@@ -24,15 +26,13 @@ import json
 import os
 import secrets
 import shutil
-import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import torch
-from huggingface_hub import CommitInfo, HfApi, ModelCardData, constants, snapshot_download
+from huggingface_hub import CommitInfo, HfApi, constants, snapshot_download
 from huggingface_hub.errors import (
     HfHubHTTPError,
     LocalEntryNotFoundError,
@@ -44,66 +44,18 @@ from torch import nn
 
 import graphs
 
+from .checkpoint import CARD_FILE, CONFIG_FILE
 from .errors import CheckpointError, OutputPathError
-from .ghn import GraphHyperNetwork
-from .predict import Arch, Generator, _dtype, load_generator, save_init
-from .safetensors_io import (
-    DEFAULT_MAX_SHARD_SIZE,
-    INDEX_FILE,
-    SINGLE_FILE,
-    check_writable,
-    read_state,
-)
+from .safetensors_io import INDEX_FILE, SINGLE_FILE, check_writable, read_state
+from .target import parse_dtype
 
 HUB_PREFIX = "hub:"
-CONFIG_FILE = "config.json"
-CARD_FILE = "README.md"
-GENERATOR_FILES = [CONFIG_FILE, SINGLE_FILE]
+GENERATOR_FILES = ["*.json", "*.safetensors", CARD_FILE]  # any kind's config and extras
 INIT_FILES = ["*.safetensors", INDEX_FILE, CONFIG_FILE, CARD_FILE]
 
 
-# ----- generators -----------------------------------------------------------------------
-def push_generator(generator: Generator, repo_id: str, *, revision: str | None = None,
-                   token: str | None = None, private: bool | None = None,
-                   commit_message: str = "Upload hyperinit generator") -> CommitInfo:
-    """Publish a generator to a Hub model repo (created if needed) in one commit.
-
-    Args:
-        generator: a loaded :class:`GraphHyperNetwork`, a checkpoint folder, a shipped name,
-            or ``"hub:OWNER/NAME@REVISION"`` to republish.
-        repo_id: ``"owner/name"``.
-        revision: the branch to commit to, created from ``main`` if missing (default ``main``).
-        token: a Hub token with write access (default: ``HF_TOKEN`` or the stored login).
-        private: visibility of a repo created here; an existing repo keeps its own.
-
-    Returns:
-        The commit: ``.oid`` is its sha (a revision that never moves), ``.commit_url`` its page.
-
-    Load it back with ``hyperinit.load_generator(f"hub:{repo_id}@{info.oid}")``.
-    """
-    model = load_generator(generator)
-    api = HfApi(token=token)
-    with _hub_errors(repo_id, revision):
-        repo_id = _prepare_repo(api, repo_id, revision, private)
-        return model.push_to_hub(repo_id, config=model.config, commit_message=commit_message,
-                                 private=private, token=token, branch=revision)
-
-
-def resolve_generator(ref: str, token: str | None = None) -> GraphHyperNetwork:
-    """Load the generator a ``"hub:OWNER/NAME[@REVISION]"`` reference names.
-
-    ``hyperinit.load_generator`` calls this for ``hub:`` references. The files come through
-    the Hub cache (so a revision seen once also loads offline), and the generator is named
-    ``hub:OWNER/NAME@COMMIT_SHA``: metadata of inits it predicts pin the exact weights.
-    """
-    repo_id, revision = _parse_ref(ref)
-    folder = _snapshot(repo_id, revision, token, GENERATOR_FILES)
-    model = load_generator(folder)
-    model.name_or_path = f"{HUB_PREFIX}{repo_id}@{folder.name}"  # snapshot folders are shas
-    return model
-
-
-def _parse_ref(ref: str) -> tuple[str, str | None]:
+# ----- references and transport ---------------------------------------------------------
+def parse_ref(ref: str) -> tuple[str, str | None]:
     """``hub:owner/name@rev`` -> ``("owner/name", "rev")``; the revision is optional."""
     repo_id, sep, revision = ref.removeprefix(HUB_PREFIX).partition("@")
     if not ref.startswith(HUB_PREFIX) or repo_id.count("/") != 1 or (sep and not revision):
@@ -112,51 +64,42 @@ def _parse_ref(ref: str) -> tuple[str, str | None]:
     return repo_id, revision or None
 
 
-# ----- inits ----------------------------------------------------------------------------
-def push_init(arch: Arch, repo_id: str, generator: Generator = None, *, seed: int = 0,
-              noise: float | None = None, num_classes: int | None = None,
-              dtype: str | torch.dtype | None = None,
-              revision: str | None = None, token: str | None = None,
-              private: bool | None = None, commit_message: str | None = None,
-              max_shard_size: int = DEFAULT_MAX_SHARD_SIZE, **kwargs: Any) -> CommitInfo:
-    """Predict an init and publish it as a Hub model repo (created if needed) in one commit.
+def download_generator(repo_id: str, revision: str | None = None,
+                       token: str | None = None) -> tuple[Path, str]:
+    """The cache folder of a generator repo at ``revision``, and its commit sha.
 
-    The commit holds what :func:`hyperinit.save_init` writes (``model.safetensors``, or
-    shards and ``model.safetensors.index.json`` above ``max_shard_size`` bytes), a
-    ``config.json`` and a model card; safetensors files of an earlier push to the same
-    branch are removed in that commit. Arguments are those of :func:`hyperinit.save_init`
-    and :func:`push_generator`. Returns the commit (``.oid``, ``.commit_url``).
+    The files come through the Hub cache, so a revision seen once also loads offline; the
+    sha pins the exact weights in the metadata of inits predicted with them.
     """
+    folder = _snapshot(repo_id, revision, token, GENERATOR_FILES)
+    return folder, folder.name  # snapshot folders are named by commit sha
+
+
+def prepare_repo(repo_id: str, revision: str | None = None, token: str | None = None,
+                 private: bool | None = None) -> str:
+    """Create the model repo and the branch ``revision`` (from ``main``) if missing, so a
+    push fails on access before any work; returns the full repo id."""
     api = HfApi(token=token)
     with _hub_errors(repo_id, revision):
-        repo_id = _prepare_repo(api, repo_id, revision, private)  # fail on auth before work
-    with tempfile.TemporaryDirectory(prefix="hyperinit-push-") as tmp:
-        folder = Path(tmp) / "init"
-        files = save_init(arch, folder, generator, seed=seed, noise=noise,
-                          num_classes=num_classes, dtype=dtype,
-                          max_shard_size=max_shard_size, **kwargs)
-        with safe_open(files[0], "pt") as f:
-            metadata = f.metadata()
-        info = {
-            "arch": json.loads(metadata["hyperinit.arch"]),
-            "arch_hash": metadata["hyperinit.arch_hash"],
-            "generator": metadata["hyperinit.generator"],
-            "seed": seed,
-            "noise": float(metadata["hyperinit.noise"]),
-            "dtype": str(_dtype(dtype)).removeprefix("torch.") if dtype is not None else None,
-            "version": metadata["hyperinit.version"],
-        }
-        config = {**_transformers_config(info["arch"]), "hyperinit": info}
-        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        (folder / CARD_FILE).write_text(_model_card(repo_id, revision, info))
-        label = f"{info['arch']['source']}:{info['arch']['name']}"
-        with _hub_errors(repo_id, revision):
-            return api.upload_folder(
-                repo_id=repo_id, folder_path=folder, revision=revision,
-                commit_message=commit_message or f"Upload init of {label} (seed {seed})",
-                delete_patterns=["*.safetensors", INDEX_FILE])
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        if revision is not None:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+    return repo_id
 
 
+def publish_folder(folder: Path, repo_id: str, *, revision: str | None = None,
+                   token: str | None = None, commit_message: str,
+                   delete_patterns: list[str] | None = None) -> CommitInfo:
+    """Upload ``folder`` to a prepared repo (:func:`prepare_repo`) in one commit, removing
+    files of ``delete_patterns`` it does not hold. Returns the commit (``.oid``,
+    ``.commit_url``)."""
+    with _hub_errors(repo_id, revision):
+        return HfApi(token=token).upload_folder(
+            repo_id=repo_id, folder_path=folder, revision=revision,
+            commit_message=commit_message, delete_patterns=delete_patterns)
+
+
+# ----- inits ----------------------------------------------------------------------------
 def pull_init(repo_id: str, revision: str | None = None, out: str | os.PathLike | None = None,
               token: str | None = None) -> Path:
     """Download an init (safetensors, index, ``config.json``, card) and check it is complete.
@@ -215,52 +158,6 @@ def from_hub(repo_id: str, model: nn.Module | None = None, *, revision: str | No
     return model
 
 
-def _transformers_config(arch: dict[str, Any]) -> dict[str, Any]:
-    """For ``hf:`` specs, the full ``transformers`` config (``AutoConfig`` reads it back)."""
-    if arch["source"] != "hf":
-        return {}
-    model = graphs.resolve(arch).build()  # parameters on meta: costs no memory
-    return {**model.config.to_dict(), "architectures": [type(model).__name__]}
-
-
-def _model_card(repo_id: str, revision: str | None, info: dict[str, Any]) -> str:
-    """README.md: YAML front matter the Hub indexes, then what the init is and how to load it."""
-    arch = info["arch"]
-    label = f"{arch['source']}:{arch['name']}"
-    tags = ["hyperinit", "initialization", f"hyperinit-{arch['source']}"]
-    front = ModelCardData(library_name="hyperinit", tags=tags).to_yaml()
-    rev = revision or "main"
-    return f"""---
-{front}
----
-
-# Initial parameters for `{label}`
-
-Untrained parameters predicted by a hyperinit generator: a starting point for training,
-not a trained model.
-
-| | |
-|---|---|
-| architecture | `{json.dumps(arch, sort_keys=True)}` |
-| arch hash | `{info['arch_hash']}` |
-| generator | `{info['generator']}` |
-| seed | {info['seed']} |
-| noise | {info['noise']} |
-| dtype | {info['dtype'] or "the model's"} |
-| revision | `{rev}` |
-
-## Load
-
-```python
-import hyperinit
-
-model = hyperinit.from_hub("{repo_id}", revision="{rev}")
-```
-
-or download the files with `hyperinit pull {repo_id} --revision {rev} --out init/`.
-"""
-
-
 def _build(folder: Path, where: str, max_params: int | None) -> nn.Module:
     """The model ``config.json`` names, rebuilt from registries (never from a repo's import),
     once its size is known to be within ``max_params``."""
@@ -286,7 +183,7 @@ def _build(folder: Path, where: str, max_params: int | None) -> nn.Module:
                 f"{where}: {err}; pass max_params=None to build it anyway, or the model to "
                 "load into (model=...)") from err
     model = spec.build()
-    return model.to(_dtype(info["dtype"])) if info.get("dtype") else model
+    return model.to(parse_dtype(info["dtype"])) if info.get("dtype") else model
 
 
 def _check_fits(model: nn.Module, state: dict[str, torch.Tensor], strict: bool,
@@ -391,15 +288,6 @@ def _copy_new_folder(files: list[Path], out: Path) -> Path:
 
 def _where(repo_id: str, snapshot: Path) -> str:
     return f"{repo_id}@{snapshot.name}"  # cache snapshot folders are named by commit sha
-
-
-def _prepare_repo(api: HfApi, repo_id: str, revision: str | None,
-                  private: bool | None) -> str:
-    """Create the repo and the branch ``revision`` if missing; returns the full repo id."""
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    if revision is not None:
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
-    return repo_id
 
 
 def _snapshot(repo_id: str, revision: str | None, token: str | None,

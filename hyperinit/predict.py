@@ -2,204 +2,48 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-import graphs
-from graphs import ArchGraph, ArchSpec
+from graphs import ArchGraph
 
-from . import __version__
-from .checkpoint import WEIGHTS_FILE
-from .errors import CheckpointError
-from .ghn import GraphHyperNetwork
+from .catalog import GeneratorRef, load_generator
+from .generator import Generator
 from .safetensors_io import DEFAULT_MAX_SHARD_SIZE, TensorInfo, check_target, write_state
+from .target import BN_STATS, Arch, Target, parse_dtype, reset_buffers, resolve_target
 from .validation import check_max_shard_size, check_noise, check_output_path, check_seed
+from .version import __version__
 
-if TYPE_CHECKING:  # diffusion imports diffusers (seconds): loaded only when used
-    from .diffusion import WeightDiffusion
-
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
-UNTRAINED = "untrained"
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-_BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 NOISY_ROLES = ("weight", "embedding", "pos_embedding")  # what ``noise`` applies to
 
-Arch = str | dict | ArchSpec | nn.Module
-Generator = str | os.PathLike | nn.Module | None  # a GraphHyperNetwork or WeightDiffusion
+
+def resolve_noise(generator: Generator, noise: float | None) -> float:
+    """The ``noise`` a prediction uses: ``noise`` itself, else the generator's default
+    (``generator.defaults.noise``: 0 unless its card says otherwise; a diffusion
+    generator's is 0, as its samples are random already)."""
+    return check_noise(generator.defaults.noise if noise is None else noise)
 
 
-@dataclass
-class _Target:
-    spec: ArchSpec
-    module: nn.Module
-    graph: ArchGraph
-
-
-def _shipped() -> list[str]:
-    return sorted(p.name for p in CHECKPOINTS.glob("*") if (p / WEIGHTS_FILE).is_file())
-
-
-def default_generator() -> str:
-    """The generator used when none is named: the first shipped ``ghn-*`` if present."""
-    shipped = _shipped()
-    preferred = [n for n in shipped if n.startswith("ghn")]
-    return (preferred or shipped or [UNTRAINED])[0]
-
-
-def list_generators() -> list[str]:
-    """Names of the generators that ship in ``checkpoints/`` (plus ``untrained``)."""
-    return [*_shipped(), UNTRAINED]
-
-
-def load_generator(generator: Generator = None) -> GraphHyperNetwork | WeightDiffusion:
-    """A generator by shipped name, local directory, or instance (returned as is).
-
-    ``"untrained"`` is a randomly initialized network with a fixed seed: its predictions
-    already have the right statistics per layer, but no learned structure. A folder whose
-    config.json has ``"kind": "weight-diffusion"`` loads a :class:`WeightDiffusion`.
-    """
-    if isinstance(generator, nn.Module):  # a GraphHyperNetwork or a WeightDiffusion
-        return generator
-    name = str(generator) if generator is not None else default_generator()
-    if name.startswith("hub:"):  # hub:OWNER/NAME[@REVISION]
-        from .hub import resolve_generator  # imported here: hub imports this module
-
-        return resolve_generator(name)
-    if name == UNTRAINED:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = GraphHyperNetwork()
-        model.name_or_path = UNTRAINED
-        return model.eval()
-    path = Path(name) if Path(name).exists() else CHECKPOINTS / name
-    if not path.is_dir():
-        raise CheckpointError(
-            f"unknown generator {name!r}: give a directory with config.json and "
-            f"{WEIGHTS_FILE}, hub:OWNER/NAME[@REVISION], or one of "
-            f"{', '.join(list_generators())}")
-    if not (path / "config.json").is_file():  # without it a GHN would load default settings
-        raise CheckpointError(
-            f"{path} has no config.json, so its settings (size, noise, orth) are unknown: a "
-            f"generator folder holds config.json and {WEIGHTS_FILE}, as save_pretrained "
-            "writes them")
-    if _kind(path) == "weight-diffusion":
-        from .diffusion import load_diffusion
-
-        return load_diffusion(path)
-    try:
-        model = GraphHyperNetwork.from_pretrained(str(path))
-    except (ValueError, TypeError) as err:
-        if isinstance(err, CheckpointError):
-            raise
-        raise CheckpointError(f"{path}: config.json is not a valid generator config: {err}") \
-            from err
-    model.name_or_path = str(path)
-    return model.eval()
-
-
-def _kind(folder: Path) -> str | None:
-    """The ``kind`` in a checkpoint's config.json (None for GHNs, which have none)."""
-    try:
-        return json.loads((folder / "config.json").read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def generator_id(generator: GraphHyperNetwork) -> str:
-    """``name@revision`` for metadata: the folder name and a hash of its weights, and
-    ``+orth`` if its predictions are orthogonalized (a config setting, not in the weights),
-    so inits, service cache keys and evaluation rows tell the two apart."""
-    path = getattr(generator, "name_or_path", "")
-    if path == UNTRAINED:
-        base = f"{UNTRAINED}@seed0"
-    elif path.startswith("hub:"):  # hub:OWNER/NAME@COMMIT_SHA, set by hub.resolve_generator
-        base = path
-    else:
-        base = folder_id(path)
-    return base + ("+orth" if getattr(generator.config, "orth", False) else "")
-
-
-def folder_id(folder: str | Path) -> str:
-    """``name@hash`` of a generator folder: its name and the sha256 of its weights (first 12
-    hex digits), so a folder retrained in place gets a new id; ``in-memory@unsaved`` if the
-    folder has no weights file."""
-    weights = Path(folder) / WEIGHTS_FILE
-    if weights.is_file():
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
-        return f"{Path(folder).name}@{digest}"
-    return "in-memory@unsaved"
-
-
-def _target(arch: Arch, num_classes: int | None, kwargs: dict[str, Any]) -> _Target:
-    spec = graphs.resolve(arch, num_classes=num_classes, **kwargs)
-    module = spec.build()
-    return _Target(spec, module, graphs.build(module, spec.example_inputs(), name=spec.label))
-
-
-def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
-
-
-def _buffers(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """Persistent buffers with BatchNorm statistics reset to mean 0, variance 1."""
-    state = module.state_dict(keep_vars=True)
-    params = {n for n, _ in module.named_parameters(remove_duplicate=False)}
-    for name, value in state.items():
-        if name in params:
-            continue
-        leaf = name.rpartition(".")[2]
-        if leaf in _BN_STATS:
-            value = (torch.ones_like(value, device="cpu") if leaf == "running_var"
-                     else torch.zeros_like(value, device="cpu"))
-        elif value.device.type == "meta":
-            raise ValueError(
-                f"buffer {name} is on the meta device, so its value is unknown: build the "
-                "model with graphs.meta_init() (parameters on meta, buffers real) or on CPU")
-        yield name, value.detach()
-
-
-def resolve_noise(generator: nn.Module, noise: float | None) -> float:
-    """The ``noise`` a prediction uses: ``noise`` itself, else the generator's default.
-
-    A GHN's default is its config's ``noise`` (0 unless its card says otherwise); a diffusion
-    generator's is 0, as its samples are random already.
-    """
-    if noise is None:
-        noise = generator.config.noise if isinstance(generator, GraphHyperNetwork) else 0.0
-    return check_noise(noise)
-
-
-def _tensors(generator: nn.Module, graph: ArchGraph, seed: int,
+def _tensors(generator: Generator, graph: ArchGraph, seed: int,
              noise: float) -> Iterator[tuple[str, torch.Tensor]]:
     """The generator's tensors, in graph order, with ``noise`` of each weight's variance
     replaced by Gaussian noise: ``sqrt(1 - noise) * w + sqrt(noise) * std(w) * eps``, then
-    orthogonalized if the generator was trained so (``GHNConfig.orth``).
+    orthogonalized if the generator was trained so (``PredictDefaults.orth``).
 
-    A GHN's prediction is deterministic, so for a GHN the seed only draws ``eps``; a
-    diffusion generator's seed also fixes its sampling.
+    The seed draws ``eps`` and whatever randomness the generator itself has (none for a
+    GHN, whose prediction is deterministic; the sampling noise of a diffusion generator).
     """
-    if isinstance(generator, GraphHyperNetwork):
-        stream = generator.iter_tensors(graph)
-    else:
-        stream = generator.iter_tensors(graph, seed)
     roles = {p.name: p.role for p in graph.params}
-    orth = orth_names(graph) if getattr(generator.config, "orth", False) else set()
+    orth = orth_names(graph) if generator.defaults.orth else set()
     rng = torch.Generator().manual_seed(int(seed))
-    for name, tensor in stream:
+    for name, tensor in generator.iter_tensors(graph, seed):
         yield name, finish(tensor, roles[name], noise, rng, orth=name in orth, inplace=True)
 
 
@@ -293,7 +137,7 @@ def orth_names(graph: ArchGraph) -> set[str]:
     return set(weights[:-1])
 
 
-def _stream(target: _Target, generator: GraphHyperNetwork, seed: int, noise: float,
+def _stream(target: Target, generator: Generator, seed: int, noise: float,
             dtype: torch.dtype | None) -> tuple[list[TensorInfo], Iterator]:
     """Header infos and a lazy stream of every state-dict entry but tied aliases (each tied
     tensor once, under its first name; :func:`tied_aliases` names the others), then the
@@ -303,7 +147,7 @@ def _stream(target: _Target, generator: GraphHyperNetwork, seed: int, noise: flo
     its body when iterated, outside any ``no_grad`` around this call)."""
     infos = [TensorInfo(p.name, p.shape, dtype or getattr(torch, p.dtype))
              for p in target.graph.params]
-    buffers = list(_buffers(target.module))
+    buffers = list(reset_buffers(target.module))
     for name, value in buffers:
         cast = dtype if dtype is not None and value.is_floating_point() else value.dtype
         infos.append(TensorInfo(name, tuple(value.shape), cast))
@@ -325,7 +169,7 @@ def tied_aliases(graph: ArchGraph) -> dict[str, str]:
     return {alias: p.name for p in graph.params for alias in p.tied}
 
 
-def predict_state_dict(arch: Arch, generator: Generator = None, *, seed: int = 0,
+def predict_state_dict(arch: Arch, generator: GeneratorRef = None, *, seed: int = 0,
                        noise: float | None = None, num_classes: int | None = None,
                        dtype: str | torch.dtype | None = None,
                        **kwargs: Any) -> dict[str, torch.Tensor]:
@@ -347,9 +191,9 @@ def predict_state_dict(arch: Arch, generator: Generator = None, *, seed: int = 0
         dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``; default: the model's dtype.
     """
     seed = check_seed(seed)
-    target = _target(arch, num_classes, kwargs)
-    ghn = load_generator(generator)
-    _, stream = _stream(target, ghn, seed, resolve_noise(ghn, noise), _dtype(dtype))
+    target = resolve_target(arch, num_classes, kwargs)
+    model = load_generator(generator)
+    _, stream = _stream(target, model, seed, resolve_noise(model, noise), parse_dtype(dtype))
     state = OrderedDict(stream)
     state.update({alias: state[name] for alias, name in tied_aliases(target.graph).items()})
     # Module versions, as in model.state_dict(): some modules (MNASNet) refuse to load without.
@@ -357,7 +201,7 @@ def predict_state_dict(arch: Arch, generator: Generator = None, *, seed: int = 0
     return state
 
 
-def predict(arch: Arch, generator: Generator = None, *, seed: int = 0,
+def predict(arch: Arch, generator: GeneratorRef = None, *, seed: int = 0,
             noise: float | None = None, num_classes: int | None = None,
             calibration: Any = None, **kwargs: Any) -> nn.Module:
     """A model whose parameters come from the generator, ready to train.
@@ -368,12 +212,12 @@ def predict(arch: Arch, generator: Generator = None, *, seed: int = 0,
     ``noise`` are those of :func:`predict_state_dict`.
     """
     seed = check_seed(seed)
-    target = _target(arch, num_classes, kwargs)
+    target = resolve_target(arch, num_classes, kwargs)
     model = target.module
-    ghn = load_generator(generator)
+    source = load_generator(generator)
     aliases = {p.name: p.tied for p in target.graph.params}
     with torch.no_grad():
-        for name, tensor in _tensors(ghn, target.graph, seed, resolve_noise(ghn, noise)):
+        for name, tensor in _tensors(source, target.graph, seed, resolve_noise(source, noise)):
             old = model.get_parameter(name)
             if old.device.type == "meta":
                 new = nn.Parameter(tensor.to(old.dtype), requires_grad=old.requires_grad)
@@ -382,10 +226,10 @@ def predict(arch: Arch, generator: Generator = None, *, seed: int = 0,
                     setattr(model.get_submodule(owner), leaf, new)
             else:
                 old.copy_(tensor)
-        for name, value in _buffers(model):
+        for name, value in reset_buffers(model):
             owner, _, leaf = name.rpartition(".")
             module = model.get_submodule(owner)
-            if leaf in _BN_STATS:
+            if leaf in BN_STATS:
                 getattr(module, leaf).copy_(value)
     if calibration is not None:
         calibrate_batchnorm(model, calibration)
@@ -412,14 +256,14 @@ def calibrate_batchnorm(model: nn.Module, batches: Any) -> nn.Module:
     return model
 
 
-def metadata(target: _Target, generator: GraphHyperNetwork, seed: int,
+def metadata(target: Target, generator: Generator, seed: int,
              noise: float) -> dict[str, str]:
     """The safetensors metadata of ARCHITECTURE.md's conventions, and the tied aliases."""
     return {
         **tied_aliases(target.graph),
         "format": "pt",
         "hyperinit.version": __version__,
-        "hyperinit.generator": generator_id(generator),
+        "hyperinit.generator": generator.id,
         "hyperinit.arch": target.spec.to_json(),
         "hyperinit.arch_hash": target.graph.arch_hash,
         "hyperinit.seed": str(seed),
@@ -427,7 +271,7 @@ def metadata(target: _Target, generator: GraphHyperNetwork, seed: int,
     }
 
 
-def save_init(arch: Arch, path: str | os.PathLike, generator: Generator = None, *,
+def save_init(arch: Arch, path: str | os.PathLike, generator: GeneratorRef = None, *,
               seed: int = 0, noise: float | None = None, num_classes: int | None = None,
               dtype: str | torch.dtype | None = None,
               max_shard_size: int = DEFAULT_MAX_SHARD_SIZE, **kwargs: Any) -> list[Path]:
@@ -444,8 +288,8 @@ def save_init(arch: Arch, path: str | os.PathLike, generator: Generator = None, 
     seed, max_shard_size = check_seed(seed), check_max_shard_size(max_shard_size)
     path = check_output_path(path)
     check_target(path)  # fail before doing any work
-    target = _target(arch, num_classes, kwargs)
-    ghn = load_generator(generator)
-    noise = resolve_noise(ghn, noise)
-    infos, stream = _stream(target, ghn, seed, noise, _dtype(dtype))
-    return write_state(path, infos, stream, metadata(target, ghn, seed, noise), max_shard_size)
+    target = resolve_target(arch, num_classes, kwargs)
+    model = load_generator(generator)
+    noise = resolve_noise(model, noise)
+    infos, stream = _stream(target, model, seed, noise, parse_dtype(dtype))
+    return write_state(path, infos, stream, metadata(target, model, seed, noise), max_shard_size)

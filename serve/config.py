@@ -11,11 +11,10 @@ def _default_generators() -> tuple[str, ...]:
     """Every shipped generator plus ``untrained``, the Python API's default first: the first
     is the service's default, so a bare ``hyperinit serve`` predicts like ``hyperinit
     predict``."""
-    import hyperinit
-    from hyperinit.predict import default_generator
+    from hyperinit.catalog import default_generator, list_generators
 
     first = default_generator()
-    return (first, *(name for name in hyperinit.list_generators() if name != first))
+    return (first, *(name for name in list_generators() if name != first))
 
 
 def _default_cache_dir() -> Path:

@@ -5,23 +5,25 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import hyperinit
-from hyperinit.predict import generator_id
+from hyperinit.catalog import load_generator
+from hyperinit.generator import Generator
 
 from .errors import ServiceError
 
 
 @dataclass(frozen=True)
 class LoadedGenerator:
-    """A generator ready to predict, with the names clients and metadata know it by."""
+    """A generator of any kind ready to predict, with the names clients and metadata know
+    it by (``id`` is ``model.id``, computed once: it hashes the weights file)."""
 
     name: str
     id: str
-    model: hyperinit.GraphHyperNetwork
+    model: Generator
 
 
 class GeneratorSet:
-    """The allowed generators: shipped names, ``untrained``, or checkpoint folders.
+    """The allowed generators: shipped names, ``untrained``, checkpoint folders of any kind
+    (``hyperinit.load_generator`` reads them), or ``hub:`` references.
 
     A folder is requested by its name (``/models/ghn-t`` -> ``"ghn-t"``), so clients never
     see or send server paths.
@@ -33,8 +35,8 @@ class GeneratorSet:
             name = Path(entry).name if Path(entry).is_dir() else entry
             if name in self._by_name:
                 raise ValueError(f"two generators are named {name!r}: rename a folder")
-            model = hyperinit.load_generator(entry)
-            self._by_name[name] = LoadedGenerator(name, generator_id(model), model)
+            model = load_generator(entry)
+            self._by_name[name] = LoadedGenerator(name, model.id, model)
         self.default = default or next(iter(self._by_name))
         if self.default not in self._by_name:
             raise ValueError(f"default generator {self.default!r} is not among the served "
@@ -54,5 +56,7 @@ class GeneratorSet:
         return self._by_name[name]
 
     def describe(self) -> list[dict]:
+        """Each generator as ``GET /v1/generators`` lists it."""
         return [{"name": g.name, "id": g.id, "default": g.name == self.default,
-                 "config": asdict(g.model.config)} for g in self._by_name.values()]
+                 "kind": g.model.kind, "config": asdict(g.model.config),
+                 "defaults": asdict(g.model.defaults)} for g in self._by_name.values()]

@@ -83,10 +83,16 @@ class GeneratorInfo(BaseModel):
     id: str = Field(description="Name and weights revision, as stored in the init's metadata.",
                     examples=["untrained@seed0"])
     default: bool = Field(description="Used when a request names no generator.")
+    kind: str = Field(description="The generator's kind (hyperinit.generator.KINDS).",
+                      examples=["graph-hypernetwork"])
     config: dict[str, bool | int | float | str] = Field(
-        description="The generator's config (GHNConfig, or DiffusionConfig with its kind).",
+        description="The generator's network config (GHNConfig or DiffusionConfig).",
         examples=[{"hidden": 64, "layers": 3, "heads": 8, "rank": 32, "features": 512,
                   "decoder": "index"}])
+    defaults: dict[str, bool | int | float | str] = Field(
+        description="The checkpoint's prediction defaults (PredictDefaults): the noise a "
+                    "request without `noise` gets.",
+        examples=[{"noise": 0.5, "orth": False}])
 
 
 class GeneratorList(BaseModel):

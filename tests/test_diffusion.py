@@ -190,7 +190,8 @@ def test_save_and_load_give_identical_samples_and_schedule(tmp_path, graph, trai
         loaded = WeightDiffusion.from_pretrained(tmp_path)
     finally:
         model.scheduler.register_to_config(beta_end=2e-2)
-    assert json.loads((tmp_path / "config.json").read_text()) == asdict(TINY)
+    assert json.loads((tmp_path / "config.json").read_text()) == {
+        "kind": "weight-diffusion", **asdict(TINY), "defaults": {"noise": 0.0, "orth": False}}
     assert (tmp_path / SCHEDULER_FILE).is_file()
     assert loaded.scheduler.config.beta_end == 0.03
     assert loaded.scheduler.config.beta_schedule == "linear"
@@ -211,7 +212,8 @@ def test_bad_checkpoints_raise_checkpoint_error(tmp_path, trained):
         WeightDiffusion.from_pretrained(tmp_path)
     wider = WeightDiffusion(DiffusionConfig(**{**asdict(TINY), "hidden": 32}))
     wider.save_pretrained(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps(asdict(TINY)))
+    (tmp_path / "config.json").write_text(json.dumps({"kind": "weight-diffusion",
+                                                      **asdict(TINY)}))
     with pytest.raises(CheckpointError, match="wrong shapes"):
         WeightDiffusion.from_pretrained(tmp_path)
 

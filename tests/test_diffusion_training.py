@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from training.config import TrainConfig
-from training.trainer import train
+from training.run import train
 from training.zoo_eval import ZooEvalConfig, evaluate_zoo
 
 

@@ -17,10 +17,9 @@ from safetensors.torch import load_file, save_file
 
 import graphs
 import hyperinit
-from hyperinit import hub
+from hyperinit import publish
 from hyperinit.cli import main
 from hyperinit.errors import CheckpointError, OutputPathError
-from hyperinit.predict import generator_id
 from hyperinit.safetensors_io import read_state
 
 RESNET = "torchvision:resnet18"  # always with num_classes=10
@@ -55,9 +54,9 @@ def _read(folder: Path) -> dict[str, torch.Tensor]:
 
 def test_generator_round_trip_by_branch_tag_and_commit(hub_server: LocalHub) -> None:
     first, second = _tiny_generator(0), _tiny_generator(1)
-    v1 = hub.push_generator(first, "user/ghn")
+    v1 = publish.push_generator(first, "user/ghn")
     hub_server.api.create_tag("user/ghn", tag="v1", revision=v1.oid)
-    hub.push_generator(second, "user/ghn", revision="next")  # a new branch, from main
+    publish.push_generator(second, "user/ghn", revision="next")  # a new branch, from main
     files = hub_server.api.list_repo_files("user/ghn", revision="next")
     assert {"config.json", "model.safetensors", "README.md"} <= set(files)
 
@@ -66,7 +65,7 @@ def test_generator_round_trip_by_branch_tag_and_commit(hub_server: LocalHub) -> 
         loaded = hyperinit.load_generator(f"hub:user/ghn@{revision}")
         assert loaded.config == generator.config
         assert _equal(loaded.state_dict(), generator.state_dict()), revision
-    assert generator_id(hyperinit.load_generator("hub:user/ghn@v1")) == f"hub:user/ghn@{v1.oid}"
+    assert hyperinit.load_generator("hub:user/ghn@v1").id == f"hub:user/ghn@{v1.oid}"
 
     graph = graphs.build(graphs.resolve(RESNET, num_classes=10))
     with torch.no_grad():
@@ -76,9 +75,9 @@ def test_generator_round_trip_by_branch_tag_and_commit(hub_server: LocalHub) -> 
 
 def test_init_round_trip_single_file(hub_server: LocalHub, tmp_path: Path) -> None:
     """Predicted by a Hub generator, pushed, pulled and loaded: the same bytes throughout."""
-    ghn = hub.push_generator(_tiny_generator(0), "user/ghn")
+    ghn = publish.push_generator(_tiny_generator(0), "user/ghn")
     generator = f"hub:user/ghn@{ghn.oid}"
-    info = hub.push_init(RESNET, "user/resnet18-init", generator, seed=3, noise=0.2,
+    info = publish.push_init(RESNET, "user/resnet18-init", generator, seed=3, noise=0.2,
                          num_classes=10)
     assert info.commit_url.startswith(hub_server.url)
     assert set(hub_server.api.list_repo_files("user/resnet18-init")) == {
@@ -102,7 +101,7 @@ def test_init_round_trip_single_file(hub_server: LocalHub, tmp_path: Path) -> No
     assert torch.isfinite(model(torch.randn(2, 3, 64, 64))).all()
     assert _equal(hyperinit.from_hub(str(pulled)).state_dict(), reference)
 
-    hub.push_init(RESNET, "user/resnet18-init", generator, seed=4, num_classes=10)
+    publish.push_init(RESNET, "user/resnet18-init", generator, seed=4, num_classes=10)
     assert not _equal(hyperinit.from_hub("user/resnet18-init").state_dict(), reference)
     old = hyperinit.from_hub("user/resnet18-init", revision=info.oid)
     assert _equal(old.state_dict(), reference)
@@ -110,7 +109,7 @@ def test_init_round_trip_single_file(hub_server: LocalHub, tmp_path: Path) -> No
 
 def test_sharded_transformers_init_on_a_branch(hub_server: LocalHub, tmp_path: Path,
                                                tiny: hyperinit.GraphHyperNetwork) -> None:
-    hub.push_init("hf:gpt2", "user/gpt2-init", tiny, revision="tiny", max_shard_size=200_000,
+    publish.push_init("hf:gpt2", "user/gpt2-init", tiny, revision="tiny", max_shard_size=200_000,
                   **GPT2)
     files = hub_server.api.list_repo_files("user/gpt2-init", revision="tiny")
     assert "model.safetensors.index.json" in files
@@ -131,7 +130,7 @@ def test_sharded_transformers_init_on_a_branch(hub_server: LocalHub, tmp_path: P
     assert (config.model_type, config.n_layer, config.n_embd) == ("gpt2", 1, 64)
 
     # one file pushed to the same branch: the old shards and index go in that commit
-    hub.push_init("hf:gpt2", "user/gpt2-init", tiny, revision="tiny", **GPT2)
+    publish.push_init("hf:gpt2", "user/gpt2-init", tiny, revision="tiny", **GPT2)
     files = hub_server.api.list_repo_files("user/gpt2-init", revision="tiny")
     assert [f for f in files if "safetensors" in f] == ["model.safetensors"]
     assert _equal(hyperinit.from_hub("user/gpt2-init", revision="tiny").state_dict(), reference)
@@ -139,8 +138,8 @@ def test_sharded_transformers_init_on_a_branch(hub_server: LocalHub, tmp_path: P
 
 def test_offline_mode_loads_from_the_cache(hub_server: LocalHub, tmp_path: Path,
                                            tiny: hyperinit.GraphHyperNetwork) -> None:
-    ghn = hub.push_generator(tiny, "user/ghn")
-    info = hub.push_init(RESNET, "user/init", tiny, num_classes=10)
+    ghn = publish.push_generator(tiny, "user/ghn")
+    info = publish.push_init(RESNET, "user/init", tiny, num_classes=10)
     online = hyperinit.from_hub("user/init").state_dict()
     hyperinit.load_generator("hub:user/ghn")
 
@@ -149,7 +148,7 @@ def test_offline_mode_loads_from_the_cache(hub_server: LocalHub, tmp_path: Path,
     assert _equal(hyperinit.from_hub("user/init").state_dict(), online)
     assert _equal(hyperinit.from_hub("user/init", revision=info.oid).state_dict(), online)
     assert (hyperinit.pull_init("user/init", out=tmp_path / "out") / "model.safetensors").is_file()
-    assert generator_id(hyperinit.load_generator("hub:user/ghn")) == f"hub:user/ghn@{ghn.oid}"
+    assert hyperinit.load_generator("hub:user/ghn").id == f"hub:user/ghn@{ghn.oid}"
     with pytest.raises(CheckpointError, match=r"not in the Hub cache.*HF_HUB_OFFLINE=1"):
         hyperinit.from_hub("user/init", revision="never-downloaded")
 
@@ -175,7 +174,7 @@ def test_corrupt_safetensors_on_the_hub(hub_server: LocalHub, tmp_path: Path,
 
 def test_init_that_does_not_fit_the_model(hub_server: LocalHub, tmp_path: Path,
                                           tiny: hyperinit.GraphHyperNetwork) -> None:
-    hub.push_init(RESNET, "user/init", tiny, num_classes=10, dtype="bfloat16")
+    publish.push_init(RESNET, "user/init", tiny, num_classes=10, dtype="bfloat16")
     model = hyperinit.from_hub("user/init")  # built from config.json, in the init's dtype
     assert model.fc.weight.dtype == torch.bfloat16 and not model.fc.weight.is_meta
 
@@ -204,7 +203,7 @@ def test_missing_repo_revision_and_bad_references(hub_server: LocalHub,
                                                   tiny: hyperinit.GraphHyperNetwork) -> None:
     with pytest.raises(CheckpointError, match="no model repo 'user/nope'"):
         hyperinit.from_hub("user/nope")
-    hub.push_init(RESNET, "user/init", tiny, num_classes=10)
+    publish.push_init(RESNET, "user/init", tiny, num_classes=10)
     with pytest.raises(CheckpointError, match="has no revision 'v9'"):
         hyperinit.pull_init("user/init", revision="v9")
     with pytest.raises(CheckpointError, match="has no revision 'v9'"):
@@ -232,11 +231,11 @@ def test_writes_need_the_token_when_the_hub_asks(hub_server: LocalHub,
                                                  tiny: hyperinit.GraphHyperNetwork) -> None:
     hub_server.server.token = "s3cret"
     with pytest.raises(PermissionError, match=r"HTTP 401.*token"):
-        hub.push_init(RESNET, "user/init", tiny, num_classes=10)
+        publish.push_init(RESNET, "user/init", tiny, num_classes=10)
     with pytest.raises(PermissionError, match="HTTP 401"):
-        hub.push_generator("untrained", "user/ghn", token="wrong")
-    hub.push_init(RESNET, "user/init", tiny, num_classes=10, token="s3cret")
-    hub.push_generator("untrained", "user/ghn", token="s3cret", revision="dev")
+        publish.push_generator("untrained", "user/ghn", token="wrong")
+    publish.push_init(RESNET, "user/init", tiny, num_classes=10, token="s3cret")
+    publish.push_generator("untrained", "user/ghn", token="s3cret", revision="dev")
     assert hyperinit.from_hub("user/init").fc.weight.shape == (10, 512)  # reads stay public
     assert hyperinit.load_generator("hub:user/ghn@dev").config == hyperinit.GHNConfig()
 

@@ -19,15 +19,9 @@ from torch.func import functional_call
 
 import graphs
 import hyperinit
+from hyperinit.catalog import SHIPPED, default_generator
 from hyperinit.decoder import matrix_shape, normalized_product
-from hyperinit.predict import (
-    CHECKPOINTS,
-    NOISE_CHUNK,
-    add_noise,
-    default_generator,
-    orth_names,
-    orthogonalize,
-)
+from hyperinit.predict import NOISE_CHUNK, add_noise, orth_names, orthogonalize
 
 TINY = hyperinit.GHNConfig(hidden=16, layers=1, heads=2, rank=4, features=8)
 # One or two of each family; the slow tier runs all 80 torchvision classifiers with each
@@ -84,6 +78,7 @@ SHIPPED_GHNS = [name for name in hyperinit.list_generators() if name.startswith(
 def test_the_shipped_generators_are_there():
     assert {"ghn-cifar10", "ghn-shakespeare"} <= set(SHIPPED_GHNS)
     assert default_generator() == "ghn-cifar10"
+    assert hyperinit.load_generator("ghn-cifar10").defaults.noise == 0.5  # from its config.json
 
 
 @pytest.fixture(scope="module", params=SHIPPED_GHNS)
@@ -268,10 +263,11 @@ def test_saved_generators_get_the_usual_file_permissions(tmp_path):
 
 def test_noise_defaults_to_the_generators_and_is_recorded(tmp_path):
     torch.manual_seed(0)
-    ghn = hyperinit.GraphHyperNetwork({**TINY.__dict__, "noise": 0.5}).eval()
+    ghn = hyperinit.GraphHyperNetwork(TINY, hyperinit.PredictDefaults(noise=0.5)).eval()
     ghn.save_pretrained(tmp_path / "gen")
     loaded = hyperinit.load_generator(tmp_path / "gen")
-    assert loaded.config.noise == 0.5  # written to and read from config.json
+    assert loaded.defaults.noise == 0.5 and loaded.config == TINY  # beside the network's
+    assert json.loads((tmp_path / "gen" / "config.json").read_text())["defaults"]["noise"] == 0.5
     default, explicit = (hyperinit.predict_state_dict("torchvision:resnet18", loaded,
                                                       num_classes=10, **kw)
                          for kw in ({}, {"noise": 0.5}))
@@ -444,11 +440,44 @@ def test_bad_checkpoints_give_clear_errors(tmp_path, ghn, damage):
         hyperinit.load_generator(folder)
 
 
+def test_a_config_json_of_0_3_keeps_noise_and_orth_as_prediction_defaults(tmp_path, ghn):
+    """hyperinit 0.3 wrote ``noise`` and ``orth`` among the network's sizes and no ``kind``:
+    such a file loads as a graph hypernetwork with those as its defaults, predicting as a
+    file of today's layout does."""
+    folder = tmp_path / "old"
+    ghn.save_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps({**dataclasses.asdict(TINY), "noise": 0.5,
+                                                    "orth": False}))
+    old = hyperinit.load_generator(folder)
+    assert old.config == TINY and old.defaults == hyperinit.PredictDefaults(noise=0.5)
+    new = hyperinit.GraphHyperNetwork(TINY, hyperinit.PredictDefaults(noise=0.5))
+    new.load_state_dict(ghn.state_dict())
+    a, b = (hyperinit.predict_state_dict("torchvision:resnet18", g, num_classes=10, seed=1)
+            for g in (old, new.eval()))
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+
+
+def test_the_kind_in_config_json_picks_the_class(tmp_path, ghn):
+    tiny = hyperinit.DiffusionConfig(chunk=16, hidden=16, layers=1, heads=2, graph_layers=1)
+    hyperinit.WeightDiffusion(tiny).save_pretrained(tmp_path / "wd")
+    ghn.save_pretrained(tmp_path / "ghn")
+    assert type(hyperinit.Generator.from_pretrained(tmp_path / "wd")) is hyperinit.WeightDiffusion
+    assert type(hyperinit.load_generator(tmp_path / "ghn")) is hyperinit.GraphHyperNetwork
+    with pytest.raises(hyperinit.CheckpointError, match="holds a weight-diffusion generator, "
+                                                        "not a graph-hypernetwork"):
+        hyperinit.GraphHyperNetwork.from_pretrained(tmp_path / "wd")
+    config = json.loads((tmp_path / "ghn" / "config.json").read_text())
+    (tmp_path / "ghn" / "config.json").write_text(json.dumps({**config, "kind": "gan"}))
+    with pytest.raises(hyperinit.CheckpointError, match="unknown generator kind 'gan': known "
+                                                        "kinds are graph-hypernetwork"):
+        hyperinit.load_generator(tmp_path / "ghn")
+
+
 def test_a_generator_folder_without_config_json_is_refused(tmp_path):
     """Its weights alone would load with default settings: ghn-cifar10 would predict with
     noise 0 instead of its 0.5."""
     folder = tmp_path / "ghn"
-    shutil.copytree(CHECKPOINTS / "ghn-cifar10", folder)
+    shutil.copytree(SHIPPED / "ghn-cifar10", folder)
     (folder / "config.json").unlink()
     with pytest.raises(hyperinit.CheckpointError, match=f"{folder} has no config.json"):
         hyperinit.load_generator(folder)
@@ -576,11 +605,11 @@ def test_orth_names_are_the_weights_before_the_head():
 
 
 def test_a_generator_trained_through_orth_predicts_orthogonalized_weights():
-    """``GHNConfig.orth``: every weight but the head is orthogonalized after the noise; the
-    rest of the prediction is the same as without it."""
+    """``PredictDefaults.orth``: every weight but the head is orthogonalized after the noise;
+    the rest of the prediction is the same as without it."""
     torch.manual_seed(0)
     plain = hyperinit.GraphHyperNetwork(TINY)
-    orth = hyperinit.GraphHyperNetwork(dataclasses.replace(TINY, orth=True))
+    orth = hyperinit.GraphHyperNetwork(TINY, hyperinit.PredictDefaults(orth=True))
     orth.load_state_dict(plain.state_dict())
     kwargs = {"seed": 3, "noise": 0.5, "num_classes": 10}
     a = hyperinit.predict_state_dict("torchvision:resnet18", plain, **kwargs)

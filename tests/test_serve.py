@@ -181,7 +181,7 @@ def test_generator_from_a_folder_is_served_by_its_name(main: Server, tmp_path: P
     listed = main.client.get("/v1/generators").json()["generators"]
     assert [(g["name"], g["default"]) for g in listed] == [
         ("untrained", True), ("tiny-ghn", False), ("tiny-diffusion", False)]
-    assert listed[1]["config"]["hidden"] == 16 and listed[1]["config"]["orth"] is False
+    assert listed[1]["config"]["hidden"] == 16 and listed[1]["defaults"]["orth"] is False
     response = main.client.post("/v1/inits", json={**gpt2(seed=3), "generator": "tiny-ghn"})
     assert response.status_code == 200, response.text
     assert response.headers["x-generator"].startswith("tiny-ghn@")
@@ -196,7 +196,7 @@ def test_generator_from_a_folder_is_served_by_its_name(main: Server, tmp_path: P
 def test_a_bare_server_defaults_to_the_generator_of_the_cli_and_api(tmp_path: Path):
     """No generators named: all shipped ones are served, and the default is
     ``hyperinit.predict``'s (a ghn-*), which makes a ResNet-18, not the diffusion model."""
-    from hyperinit.predict import default_generator
+    from hyperinit.catalog import default_generator
 
     bare = ServeConfig(cache_dir=tmp_path / "cache")
     assert set(bare.generators) == set(hyperinit.list_generators())

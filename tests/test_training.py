@@ -14,8 +14,9 @@ import torch
 
 import hyperinit
 from training.config import TrainConfig, load_config
-from training.trainer import CHECKPOINT, GHNTrainer, train
-from training.trainer import trainer as make_trainer
+from training.run import train
+from training.run import trainer as make_trainer
+from training.trainer import CHECKPOINT, GHNTrainer
 from training.zoo import build_arch
 
 TINY = {"ghn": {"hidden": 16, "layers": 1, "heads": 2, "rank": 4, "features": 8,
@@ -138,11 +139,11 @@ def test_noise_aware_training_and_the_generators_noise(tmp_path, shared_data):
     losses = [t.loss()[1]["task_loss"] for t in (plain, noisy, again)]
     assert losses[1] != losses[0] and losses[1] == losses[2]
     exported = train(tiny_config(tmp_path / "run", steps=2, noise=0.25))
-    assert hyperinit.load_generator(exported).config.noise == 0.25
+    assert hyperinit.load_generator(exported).defaults.noise == 0.25
     kept = make_trainer(tiny_config(tmp_path / "kept", init=str(exported)))
-    assert kept.model.config.noise == 0.25
+    assert kept.model.defaults.noise == 0.25
     reset = make_trainer(tiny_config(tmp_path / "reset", init=str(exported), noise=0.0))
-    assert reset.model.config.noise == 0.0
+    assert reset.model.defaults.noise == 0.0
 
 
 def test_resume_is_exact(tmp_path, generator_config):
@@ -232,7 +233,7 @@ def test_config_files_and_unknown_keys(tmp_path):
 DDP_SCRIPT = """
 import hashlib, torch.distributed as dist
 from training.config import TrainConfig
-from training.trainer import trainer as make_trainer
+from training.run import trainer as make_trainer
 cfg = TrainConfig(**__CFG__)
 trainer = make_trainer(cfg)
 trainer.train()

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from hyperinit.commands import zoo as zoo_command
-from hyperinit.predict import folder_id
+from hyperinit.generator import folder_id
 from training.config import TrainConfig, load_config
 from training.evaluate import EvalData
-from training.trainer import train
+from training.run import train
 from training.zoo import ZooConfig, build_arch, build_zoo
 from training.zoo_eval import (
     METHODS,

@@ -60,7 +60,7 @@ from tqdm import tqdm
 import graphs
 import hyperinit
 from graphs.draw import save_figure
-from hyperinit.predict import calibrate_batchnorm, generator_id, resolve_noise
+from hyperinit.predict import calibrate_batchnorm, resolve_noise
 from hyperinit.safetensors_io import atomic_path
 
 from . import data, samplers
@@ -244,7 +244,7 @@ def mimetic_(model: nn.Module, alpha1: float = 0.7, beta1: float = 0.7, alpha2: 
 
 
 def init_(model: nn.Module, arm: str, seed: int, noise: float | None,
-          generator: hyperinit.GraphHyperNetwork | None) -> str | None:
+          generator: hyperinit.Generator | None) -> str | None:
     """Apply ``arm``'s init to a freshly built ``model``; the reason if it does not apply."""
     if arm == "predicted":
         hyperinit.predict(model, generator, seed=seed, noise=noise)
@@ -389,7 +389,7 @@ def train_and_measure(model: nn.Module, cfg: EvalConfig, eval_data: EvalData, se
 
 
 def run_one(cfg: EvalConfig, entry: samplers.HeldOut, arm: str, seed: int,
-            generator: hyperinit.GraphHyperNetwork | None, eval_data: EvalData,
+            generator: hyperinit.Generator | None, eval_data: EvalData,
             device: torch.device) -> dict[str, Any]:
     """One result row: build, init, train and measure ``entry`` with ``arm`` and ``seed``."""
     row: dict[str, Any] = {"arch": entry.name, "arm": arm, "seed": seed}
@@ -400,7 +400,7 @@ def run_one(cfg: EvalConfig, entry: samplers.HeldOut, arm: str, seed: int,
     if skipped:
         return {**row, "skipped": skipped}
     if arm == "predicted":
-        row["generator"] = generator_id(generator)
+        row["generator"] = generator.id
         row["noise"] = resolve_noise(generator, cfg.noise)
     row["params"] = sum(p.numel() for p in model.parameters())
     torch.manual_seed(seed)  # dropout and the like: the same stream for every arm
@@ -420,7 +420,7 @@ def evaluate(cfg: EvalConfig) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     generator = hyperinit.load_generator(cfg.generator) if "predicted" in cfg.arms else None
     noise = cfg.noise if generator is None else resolve_noise(generator, cfg.noise)
-    weights = None if generator is None else generator_id(generator)
+    weights = None if generator is None else generator.id
     check_resumable({**cfg.to_dict(), "noise": noise, "generator_id": weights}, out, ROW_OPTIONS)
     done = load_rows(out / RESULTS, ("arch", "arm", "seed"))
     jobs = [(e, arm, seed) for e in entries for arm in cfg.arms for seed in cfg.seeds]

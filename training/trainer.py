@@ -3,7 +3,8 @@
 :class:`Trainer` is the loop: setup (distributed, data, model, optimizer), resume, steps,
 checkpointing. :class:`GHNTrainer` predicts parameters for a meta-batch of architectures,
 runs the same data batch through each, and backpropagates the averaged loss into the
-hypernetwork; ``training.diffusion_trainer.DiffusionTrainer`` denoises zoo checkpoints.
+hypernetwork; ``training.diffusion_trainer.DiffusionTrainer`` denoises zoo checkpoints;
+``training.run`` picks the one a config asks for.
 Launch on many processes with ``torchrun``: each rank draws its own architectures (or
 checkpoints) and data, ``DistributedDataParallel`` averages the gradients, rank 0 writes.
 """
@@ -29,7 +30,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import graphs
-from hyperinit import CheckpointError, GHNConfig, GraphHyperNetwork, load_generator
+from hyperinit import (
+    CheckpointError,
+    GHNConfig,
+    GraphHyperNetwork,
+    PredictDefaults,
+    load_generator,
+)
 from hyperinit.predict import add_noise
 
 from . import data, samplers
@@ -133,7 +140,7 @@ class Trainer:
         """Start from a trained generator's weights (fine-tune it): it must be the generator
         this run builds, at the same size."""
         source = load_generator(name)
-        if getattr(source.config, "orth", False):
+        if source.defaults.orth:
             raise ValueError(f"init={name!r} was trained through orthogonalization (orth: true "
                              "in its config.json), which training no longer does: start from "
                              "another generator")
@@ -143,8 +150,8 @@ class Trainer:
                 f"but this run builds a {type(self.model).__name__} with "
                 f"{_size(self.model)}: set generator= and the size options to match")
         self.model.load_state_dict(source.state_dict())
-        if self.cfg.noise is None and hasattr(source.config, "noise"):
-            self.model.config.noise = source.config.noise  # a GHN's default noise
+        if self.cfg.noise is None:
+            self.model.defaults.noise = source.defaults.noise  # the init's default noise
 
     def load_encoder(self, name: str) -> None:
         """Start the graph encoder from a trained generator's, whatever its decoder."""
@@ -275,7 +282,7 @@ class GHNTrainer(Trainer):
 
     def build_model(self) -> GraphHyperNetwork:
         options = {} if self.cfg.noise is None else {"noise": self.cfg.noise}
-        return GraphHyperNetwork(GHNConfig(**self.cfg.size(), **options))
+        return GraphHyperNetwork(GHNConfig(**self.cfg.size()), PredictDefaults(**options))
 
     def _batches(self):
         cfg, seed = self.cfg, self.cfg.seed * 1000 + self.rank
@@ -355,9 +362,8 @@ def as_predicted(graph: graphs.ArchGraph, tensors: dict[str, torch.Tensor], nois
 
 
 def _size(generator: nn.Module) -> dict[str, Any]:
-    """A generator's config without ``noise``, which sets no weights' shapes and may
-    differ."""
-    return {k: v for k, v in asdict(generator.config).items() if k != "noise"}
+    """A generator's network config: what the shapes of its weights depend on."""
+    return asdict(generator.config)
 
 
 def build_arch(sampler: samplers.Mixed, seed: int, cfg: TrainConfig) -> Arch:
@@ -416,17 +422,3 @@ def _init_distributed(cfg: TrainConfig) -> tuple[int, int]:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group("nccl" if gpu else "gloo")
     return dist.get_rank(), dist.get_world_size()
-
-
-def trainer(cfg: TrainConfig) -> Trainer:
-    """The trainer of ``cfg.generator``."""
-    if cfg.generator == "diffusion":
-        from .diffusion_trainer import DiffusionTrainer  # it builds on this module
-
-        return DiffusionTrainer(cfg)
-    return GHNTrainer(cfg)
-
-
-def train(cfg: TrainConfig) -> Path:
-    """Train a generator as ``cfg`` says; returns its exported folder (load_generator-ready)."""
-    return trainer(cfg).train()

@@ -59,7 +59,7 @@ from tqdm import tqdm
 import hyperinit
 from graphs.draw import save_figure
 from hyperinit.diffusion import WeightDiffusion, load_diffusion, sample_state_dicts
-from hyperinit.predict import folder_id, generator_id
+from hyperinit.generator import folder_id
 
 from .evaluate import (
     RESULTS,
@@ -335,7 +335,7 @@ class Generators:
         """The hypernetwork (loaded once) and what to record: its id."""
         if self._ghn is None:
             model = hyperinit.load_generator(self.cfg.ghn)
-            self._ghn = model, {"generator": generator_id(model)}
+            self._ghn = model, {"generator": model.id}
         return self._ghn
 
     def diffusion(self, arch: str) -> tuple[list[dict[str, torch.Tensor]], dict[str, Any]]:
@@ -345,7 +345,7 @@ class Generators:
         if arch not in self._samples:
             states, seconds = sample_diffusion(self._diffusion, arch, self.cfg)
             self._samples[arch] = states, {**seconds,
-                                           "generator": generator_id(self._diffusion)}
+                                           "generator": self._diffusion.id}
         return self._samples[arch]
 
 

@@ -10,7 +10,7 @@ def add_arch_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("arch", help="architecture spec: torchvision:NAME, hf:MODEL_TYPE, timm:NAME, "
                                 "or python:package.module:Class")
     p.add_argument("--num-classes", type=int, help="classifier size (num_labels for hf)")
-    p.add_argument("--config", type=_json_object, default={}, metavar="JSON",
+    p.add_argument("--config", type=json_object, default={}, metavar="JSON",
                    help="constructor keyword arguments or transformers config overrides, as JSON")
 
 
@@ -31,7 +31,8 @@ def add_init_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> No
                    help="shard a folder output above this many bytes (default 5 GB)")
 
 
-def _json_object(text: str) -> dict:
+def json_object(text: str) -> dict:
+    """An argparse type: ``text`` parsed as a JSON object, else a clear usage error."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:

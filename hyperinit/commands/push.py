@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._arch import _json_object, add_init_options, shard_size, spec_from_args
+from ._arch import add_init_options, json_object, shard_size, spec_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,27 +26,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--private", action="store_true", help="create the repo as private")
     init = p.add_argument_group("init options")
     init.add_argument("--num-classes", type=int, help="classifier size (num_labels for hf)")
-    init.add_argument("--config", type=_json_object, default={}, metavar="JSON",
+    init.add_argument("--config", type=json_object, default={}, metavar="JSON",
                       help="constructor keyword arguments or transformers config overrides")
     add_init_options(init)
     p.set_defaults(func=run, parser=p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from hyperinit import hub
+    from hyperinit import publish
 
     if (args.arch is None) == (args.generator_dir is None):
         args.parser.error("give either ARCH (to publish an init) or --generator-dir DIR")
     private = args.private or None  # None: an existing repo keeps its visibility
     if args.generator_dir is not None:
-        info = hub.push_generator(args.generator_dir, args.repo, revision=args.revision,
-                                  token=args.token, private=private)
+        info = publish.push_generator(args.generator_dir, args.repo, revision=args.revision,
+                                      token=args.token, private=private)
         what = f"generator {args.generator_dir}; load it with hub:{args.repo}@{info.oid}"
     else:
-        info = hub.push_init(spec_from_args(args), args.repo, args.generator, seed=args.seed,
-                             noise=args.noise, dtype=args.dtype, revision=args.revision,
-                             token=args.token, private=private,
-                             max_shard_size=shard_size(args))
+        info = publish.push_init(spec_from_args(args), args.repo, args.generator,
+                                 seed=args.seed, noise=args.noise, dtype=args.dtype,
+                                 revision=args.revision, token=args.token, private=private,
+                                 max_shard_size=shard_size(args))
         what = f"init of {args.arch} (seed {args.seed})"
     print(f"pushed {what} to {args.repo}@{args.revision or 'main'}, commit {info.oid}",
           file=sys.stderr)

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from training.config import load_config
-    from training.trainer import train
+    from training.run import train
 
     exported = train(load_config(args.config, args.overrides))
     print(f"generator written to {exported} (use it with --generator {exported})")

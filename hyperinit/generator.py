@@ -1,0 +1,233 @@
+"""The generator protocol: what every generator of parameters is, and how it is stored.
+
+A generator (:class:`Generator`) turns an architecture graph into its parameter tensors
+with :meth:`Generator.iter_tensors`, one signature for every kind. Each kind registers
+under a ``kind`` name (:data:`KINDS`, as timm's registry names models); the ``kind`` in a
+checkpoint's ``config.json`` says which class reads it, so a folder, a Hub repo, the
+service and ``hyperinit.load_generator`` all go through :meth:`Generator.from_pretrained`.
+
+A checkpoint folder (as ``huggingface_hub``'s ``ModelHubMixin`` lays them out) holds:
+
+* ``config.json``: ``kind``, the network's config (its sizes: what the weights need) and,
+  under ``defaults``, the checkpoint's prediction defaults (:class:`PredictDefaults`, like
+  timm's ``pretrained_cfg``): settings chosen for these weights that build no weight;
+* ``model.safetensors``: the weights, loaded strictly (never a pickle);
+* the kind's own extra files (the diffusion noise schedule), and a model card.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import torch
+from safetensors.torch import save_model
+from torch import nn
+
+from graphs import ArchGraph
+from graphs.batch import GraphBatch
+
+from .checkpoint import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, load_weights_strictly
+from .encoder import GraphEncoder
+from .errors import CheckpointError
+from .safetensors_io import usual_permissions
+
+# kind -> "module:Class", imported on first use (the diffusion module imports diffusers,
+# which takes seconds). A config.json without ``kind`` was written before kinds existed,
+# by a graph hypernetwork.
+KINDS = {
+    "graph-hypernetwork": "hyperinit.ghn:GraphHyperNetwork",
+    "weight-diffusion": "hyperinit.diffusion:WeightDiffusion",
+}
+LEGACY_KIND = "graph-hypernetwork"
+
+
+@dataclass
+class PredictDefaults:
+    """A checkpoint's defaults for ``hyperinit.predict``: chosen for its weights, stored
+    beside them in config.json, and not part of the network (no weight depends on them).
+
+    ``noise`` is the fraction of each weight's variance drawn at random when a prediction
+    names none (chosen per checkpoint on training-pool architectures; its card says how).
+    ``orth`` says the weights were trained through ``hyperinit.predict.orthogonalize``, so
+    their predictions are orthogonalized after the noise, every weight but the head.
+    """
+
+    noise: float = 0.0
+    orth: bool = False
+
+
+def register(kind: str, target: str) -> None:
+    """Make ``kind`` (a config.json's ``kind``) load with ``target``, ``"module:Class"``."""
+    if kind in KINDS and KINDS[kind] != target:
+        raise ValueError(f"generator kind {kind!r} is already {KINDS[kind]}")
+    KINDS[kind] = target
+
+
+def generator_class(kind: str) -> type[Generator]:
+    """The class registered for ``kind``; :class:`CheckpointError` listing the known ones."""
+    if kind not in KINDS:
+        raise CheckpointError(f"unknown generator kind {kind!r}: known kinds are "
+                              f"{', '.join(KINDS)}")
+    module, _, name = KINDS[kind].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class Generator(nn.Module):
+    """Base of every generator: a graph encoder, a way to make each parameter tensor of a
+    graph, and checkpoint files.
+
+    Subclasses set ``kind`` (their registry name), ``config_class`` (the dataclass of
+    their sizes) and ``encoder`` (a :class:`~hyperinit.encoder.GraphEncoder`), and
+    implement :meth:`iter_tensors`. ``name_or_path`` says where a loaded generator came
+    from; :attr:`id` turns it into the name and revision that inits record.
+    """
+
+    kind: ClassVar[str]
+    config_class: ClassVar[type]
+    extra_files: ClassVar[tuple[str, ...]] = ()  # saved by save_extra, read by load_extra
+    encoder: GraphEncoder
+
+    def __init__(self, config: Any = None, defaults: PredictDefaults | None = None) -> None:
+        super().__init__()
+        self.config = config if config is not None else self.config_class()
+        self.defaults = defaults if defaults is not None else PredictDefaults()
+        self.name_or_path = ""
+
+    # ----- making tensors -------------------------------------------------------------
+    def embed(self, graphs: Sequence[ArchGraph]) -> list[torch.Tensor]:
+        """Node embeddings of the graph encoder, one ``(nodes, hidden)`` tensor per graph."""
+        device = next(self.parameters()).device
+        batch = GraphBatch.from_graphs(list(graphs)).to(device)
+        return list(self.encoder(batch).split([g.num_nodes for g in graphs]))
+
+    def iter_tensors(self, graph: ArchGraph, seed: int = 0,
+                     ) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield ``(name, tensor)`` for every parameter of ``graph``, in graph order (tied
+        aliases not repeated). ``seed`` fixes whatever randomness the kind has."""
+        raise NotImplementedError
+
+    # ----- identity -------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        """``name@revision`` for metadata, cache keys and evaluation rows: a folder's name
+        and weights hash (:func:`folder_id`), a Hub ``hub:OWNER/NAME@SHA``, or the name it
+        was given; ``+orth`` if its predictions are orthogonalized (a default, not in the
+        weights), so the two are told apart."""
+        path = self.name_or_path
+        base = folder_id(path) if path and Path(path).is_dir() else path or IN_MEMORY
+        return base + ("+orth" if self.defaults.orth else "")
+
+    # ----- files ----------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write config.json, model.safetensors, the kind's extra files and a model card
+        into ``directory`` (created if missing); returns it."""
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {"kind": self.kind, **asdict(self.config), "defaults": asdict(self.defaults)}
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        save_model(self, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+        usual_permissions(folder / WEIGHTS_FILE)
+        self.save_extra(folder)
+        (folder / CARD_FILE).write_text(self.model_card())
+        return folder
+
+    def save_extra(self, folder: Path) -> None:
+        """Write the kind's ``extra_files`` (none by default)."""
+
+    def load_extra(self, folder: Path) -> None:
+        """Read the kind's ``extra_files`` (none by default)."""
+
+    def model_card(self) -> str:
+        """README.md: front matter the Hub indexes, and how to load the generator."""
+        from huggingface_hub import ModelCardData  # only for writing: costs no start-up
+
+        front = ModelCardData(library_name="hyperinit", tags=["hyperinit", self.kind]).to_yaml()
+        return (f"---\n{front}\n---\n\n# A hyperinit {self.kind} generator\n\n"
+                "Predicts initial parameters for neural networks. Load it with\n"
+                "`hyperinit.load_generator(FOLDER)` or `hyperinit.load_generator("
+                "\"hub:OWNER/NAME@REVISION\")`.\n")
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None,
+                        token: str | None = None, map_location: str = "cpu") -> Self:
+        """Load a checkpoint folder or Hub repo (``owner/name`` at ``revision``).
+
+        Called on :class:`Generator`, the config's ``kind`` picks the class; called on a
+        kind's class, the config must be of that kind. Weights load strictly from
+        safetensors; every problem is a :class:`CheckpointError` naming the checkpoint.
+        """
+        folder, name = Path(name_or_path), str(name_or_path)
+        if not folder.is_dir():
+            from . import hub  # only for Hub ids: local folders import no Hub client
+
+            folder, commit = hub.download_generator(name, revision, token)
+            name = f"{hub.HUB_PREFIX}{name}@{commit}"
+        kind, config, defaults = read_config(folder)
+        if cls is Generator:
+            cls = generator_class(kind)
+        elif kind != cls.kind:
+            raise CheckpointError(f"{name} holds a {kind} generator, not a {cls.kind}: load "
+                                  "it with hyperinit.load_generator")
+        try:
+            model = cls(cls.config_from_dict(config), PredictDefaults(**defaults))
+        except (ValueError, TypeError) as err:
+            raise CheckpointError(f"{name}: {CONFIG_FILE} is not a valid generator config "
+                                  f"(kind {kind}): {err}") from err
+        load_weights_strictly(model, folder / WEIGHTS_FILE, name, map_location)
+        model.load_extra(folder)
+        model.name_or_path = name
+        return model.eval()
+
+    @classmethod
+    def config_from_dict(cls, config: dict[str, Any]) -> Any:
+        """The config dataclass from config.json's network fields (kinds with older file
+        versions fill in what those lacked)."""
+        return cls.config_class(**config)
+
+
+IN_MEMORY = "in-memory@unsaved"
+PREDICT_KEYS = tuple(f.name for f in fields(PredictDefaults))
+
+
+def read_config(folder: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``(kind, network config, prediction defaults)`` of a checkpoint folder.
+
+    Files of hyperinit 0.3 and before kept ``noise`` and ``orth`` among the network's
+    fields and a graph hypernetwork's had no ``kind``: they are read as the same defaults.
+    """
+    path = folder / CONFIG_FILE
+    if not path.is_file():  # without it the weights would load with default settings
+        raise CheckpointError(
+            f"{folder} has no {CONFIG_FILE}, so its settings (size, noise, orth) are "
+            f"unknown: a generator folder holds {CONFIG_FILE} and {WEIGHTS_FILE}, as "
+            "save_pretrained writes them")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not readable JSON: {err}") from err
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} is not a JSON object")
+    kind = config.pop("kind", LEGACY_KIND)
+    defaults = config.pop("defaults", {})
+    if not isinstance(defaults, dict):
+        raise CheckpointError(f"{path}: defaults must be an object, got {defaults!r}")
+    defaults.update({k: config.pop(k) for k in PREDICT_KEYS if k in config})
+    return kind, config, defaults
+
+
+def folder_id(folder: str | os.PathLike) -> str:
+    """``name@hash`` of a generator folder: its name and the sha256 of its weights (first
+    12 hex digits), so a folder retrained in place gets a new id; ``in-memory@unsaved`` if
+    the folder has no weights file."""
+    weights = Path(folder) / WEIGHTS_FILE
+    if weights.is_file():
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+        return f"{Path(folder).name}@{digest}"
+    return IN_MEMORY
