@@ -14,10 +14,11 @@ import torch
 
 from .checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from .errors import CheckpointError
-from .generator import LEGACY_KIND, Generator, generator_class
+from .generator import Generator
+from .ghn import GraphHyperNetwork
 from .hub import HUB_PREFIX, parse_ref
 
-SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
+SHIPPED = Path(__file__).resolve().parent / "checkpoints"  # package data: wheels carry it
 UNTRAINED = "untrained"
 
 GeneratorRef = str | os.PathLike | Generator | None  # what load_generator accepts
@@ -52,11 +53,11 @@ def load_generator(generator: GeneratorRef = None) -> Generator:
     name = str(generator) if generator is not None else default_generator()
     if name.startswith(HUB_PREFIX):  # hub:OWNER/NAME[@REVISION]
         repo_id, revision = parse_ref(name)
-        return Generator.from_pretrained(repo_id, revision=revision)
+        return Generator.from_hub(repo_id, revision=revision)
     if name == UNTRAINED:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model = generator_class(LEGACY_KIND)()
+            model = GraphHyperNetwork()
         model.name_or_path = f"{UNTRAINED}@seed0"
         return model.eval()
     path = Path(name) if Path(name).exists() else SHIPPED / name

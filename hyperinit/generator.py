@@ -165,10 +165,7 @@ class Generator(nn.Module):
         """
         folder, name = Path(name_or_path), str(name_or_path)
         if not folder.is_dir():
-            from . import hub  # only for Hub ids: local folders import no Hub client
-
-            folder, commit = hub.download_generator(name, revision, token)
-            name = f"{hub.HUB_PREFIX}{name}@{commit}"
+            return cls.from_hub(name, revision=revision, token=token, map_location=map_location)
         kind, config, defaults = read_config(folder)
         if cls is Generator:
             cls = generator_class(kind)
@@ -184,6 +181,19 @@ class Generator(nn.Module):
         model.load_extra(folder)
         model.name_or_path = name
         return model.eval()
+
+    @classmethod
+    def from_hub(cls, repo_id: str, *, revision: str | None = None, token: str | None = None,
+                 map_location: str = "cpu") -> Self:
+        """Load a Hub repo at ``revision`` (through the Hub cache, so a revision seen once
+        also loads offline), named ``hub:OWNER/NAME@COMMIT_SHA``: inits it predicts record
+        the exact weights."""
+        from . import hub  # only for Hub repos: local folders import no Hub client
+
+        folder, commit = hub.download_generator(repo_id, revision, token)
+        model = cls.from_pretrained(folder, map_location=map_location)
+        model.name_or_path = f"{hub.HUB_PREFIX}{repo_id}@{commit}"
+        return model
 
     @classmethod
     def config_from_dict(cls, config: dict[str, Any]) -> Any:
