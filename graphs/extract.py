@@ -27,7 +27,7 @@ from torch.func import functional_call
 from .errors import GraphBuildError, PartialGraphWarning
 from .graph import ArchGraph, Node, ParamSpec
 from .inputs import declared_inputs
-from .tracing import traceable_experts
+from .tracing import quiet_torch_logs, traceable_experts
 from .vocab import NORM_OPS, function_name, is_layout, op_of
 
 _POSITIONAL_NAMES = ("pos", "wpe")
@@ -75,7 +75,7 @@ def build(model: Any, example_inputs: Any = None, *, name: str | None = None) ->
 def _trace(model: nn.Module, candidates: list, label: str, given: bool) -> ArchGraph:
     """The graph of the first input in ``candidates`` the model runs on; a clear error if none."""
     failures = []
-    with traceable_experts(model):
+    with traceable_experts(model), quiet_torch_logs():
         for inputs in candidates:
             try:
                 return _Tracer(model, label).trace(inputs)
@@ -90,9 +90,10 @@ def _trace(model: nn.Module, candidates: list, label: str, given: bool) -> ArchG
         how = "check the example_inputs you passed"
     else:
         how = "pass example_inputs=(tensor, ...) shaped like a batch the model accepts"
+    cause = str(first.cause).strip().rstrip(".") or type(first.cause).__name__
     raise GraphBuildError(
-        f"forward of {label} failed with input {first.described}: "
-        f"{first.cause}. {how}") from first.cause
+        f"forward of {label} failed with input {first.described}: {cause}. {how}",
+    ) from first.cause
 
 
 def _data_dependent(err: BaseException) -> bool:

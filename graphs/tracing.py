@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -9,6 +11,32 @@ from torch import nn
 
 # transformers' experts implementation whose forward depends on shapes only.
 TRACEABLE_EXPERTS = "batched_mm"
+# torch loggers that report an op failing on fake tensors, traceback and all, at ERROR.
+TORCH_LOGGERS = ("torch._subclasses.fake_tensor",)
+
+
+@contextmanager
+def quiet_torch_logs() -> Iterator[None]:
+    """Drop what the :data:`TORCH_LOGGERS` log from this thread inside the block.
+
+    An op that fails on fake tensors is logged with its traceback before its exception
+    is raised, and that exception is what our one :class:`~graphs.GraphBuildError` says,
+    so the log (repeated for every input tried) only buries it. Other threads, such as
+    the service's other requests, keep their records.
+    """
+    thread = threading.get_ident()
+
+    def other_thread(_record: logging.LogRecord) -> bool:
+        return threading.get_ident() != thread
+
+    loggers = [logging.getLogger(name) for name in TORCH_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(other_thread)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(other_thread)
 
 
 @contextmanager

@@ -4,8 +4,11 @@ passed as modules, and failed traces that print one error instead of torch's log
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +23,11 @@ import graphs
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_module(*argv: str) -> subprocess.CompletedProcess[str]:
-    """``python -m hyperinit ARGV...`` in a fresh interpreter, as a user runs it."""
+def run_module(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m hyperinit ARGV...`` in a fresh interpreter, as a user runs it (with
+    ``env`` added to the environment)."""
     return subprocess.run([sys.executable, "-m", "hyperinit", *argv], capture_output=True,
-                          text=True, cwd=ROOT, timeout=300)
+                          text=True, cwd=ROOT, timeout=300, env={**os.environ, **env})
 
 
 def test_python_m_hyperinit_shows_help():
@@ -115,3 +119,73 @@ def test_mixture_of_experts_module_traces_and_keeps_its_experts_implementation()
     assert graph.unused == []
     assert graph.arch_hash == graphs.build(graphs.resolve("hf:mixtral", **TINY_MIXTRAL)).arch_hash
     assert model.get_experts_implementation() == before
+
+
+UNTRACEABLE = '''
+import torch
+from torch import nn
+
+
+class Untraceable(nn.Module):
+    """Its forward multiplies by a matrix of the wrong size: no input makes it run."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(x) @ torch.ones(3, 3)
+'''
+
+
+def untraceable(tmp_path: Path) -> nn.Module:
+    (tmp_path / "untraceable.py").write_text(UNTRACEABLE)
+    namespace: dict[str, Any] = {}
+    exec(UNTRACEABLE, namespace)
+    return namespace["Untraceable"]()
+
+
+def test_failed_trace_logs_nothing_and_raises_one_clear_error(tmp_path, capfd):
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        with pytest.raises(graphs.GraphBuildError, match=r"forward of Untraceable failed with "
+                           r"input torch.float32 \(2, 4\): a and b must have same reduction"):
+            graphs.build(untraceable(tmp_path))
+        assert records == []
+        logger.error("after the trace")  # the logger works again
+        assert [r.getMessage() for r in records] == ["after the trace"]
+    finally:
+        logger.removeHandler(handler)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_failed_trace_prints_only_our_error_on_the_command_line(tmp_path):
+    untraceable(tmp_path)
+    proc = run_module("graph", "python:untraceable:Untraceable", PYTHONPATH=str(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [proc.stderr.strip()], proc.stderr  # one line
+    assert proc.stderr.startswith(
+        "hyperinit graph: error: forward of python:untraceable:Untraceable failed with input")
+
+
+def test_torch_logs_are_quiet_in_the_tracing_thread_only():
+    from graphs.tracing import TORCH_LOGGERS, quiet_torch_logs
+
+    logger = logging.getLogger(TORCH_LOGGERS[0])
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        with quiet_torch_logs():
+            logger.error("from the tracing thread")
+            other = threading.Thread(target=logger.error, args=("from another thread",))
+            other.start()
+            other.join()
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == ["from another thread"]
