@@ -1,14 +1,17 @@
-"""Shared fixtures: paths to the real data in ../shared/data and small helper models."""
+"""Shared fixtures: paths to the real data ($HYPERINIT_DATA or ../shared/data) and small
+helper models."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from hubserver import hub_server  # noqa: F401  (loopback Hub server fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# The data folder training.data reads by default: $HYPERINIT_DATA, else the checkout's.
+SHARED_DATA = Path(os.environ.get("HYPERINIT_DATA") or ROOT.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")

@@ -232,6 +232,32 @@ def test_tiny_shakespeare_vocab_and_split(shared_data):
         corpus.encode("café")
 
 
+def test_the_data_folder_is_hyperinit_data_or_the_checkouts(tmp_path, monkeypatch):
+    """The default datasets are files of one folder: ``$HYPERINIT_DATA`` if set, else the
+    checkout's ``../shared/data`` if it exists; a wrong or missing folder is an error that
+    says what to set."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_images(tmp_path / "src", {"train/a": 2, "test/a": 1})
+    zip_folder(tmp_path / "src", folder / "cifar10-jpg.zip")
+    (folder / "tinyshakespeare.txt").write_text("to be, or not to be\n" * 20)
+    monkeypatch.setenv("HYPERINIT_DATA", str(folder))
+    assert data.data_dir() == folder
+    assert load_cifar10(split="train", cache_dir=None)[0].shape == (2, 3, 8, 8)
+    assert load_text().vocab == "\n ,benort"
+    monkeypatch.setenv("HYPERINIT_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="HYPERINIT_DATA=.*nowhere is not a folder: "
+                                                "set it to the folder that holds cifar10"):
+        load_cifar10()
+    monkeypatch.delenv("HYPERINIT_DATA")
+    monkeypatch.setattr(data, "CHECKOUT_DATA", folder)
+    assert data.data_dir() == folder
+    monkeypatch.setattr(data, "CHECKOUT_DATA", tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match=r"no data folder: set HYPERINIT_DATA to a "
+                                                r"folder .* or give the dataset's path"):
+        load_text()
+
+
 def test_text_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="expected a UTF-8 text file"):
         load_text(tmp_path / "missing.txt")

@@ -15,8 +15,11 @@ import torch
 import hyperinit
 from hyperinit.commands import eval as eval_command
 from training import evaluate as ev
+from training import recipe
 from training.config import load_config
+from training.eval_config import ARMS
 from training.evaluate import EvalConfig
+from training.runs import RESULTS
 from training.samplers import held_out
 
 IMAGE_ARCHS = ("vgg-1000001", "convnext-1000000")  # the two smallest sampled CNNs (22k, 16k)
@@ -35,7 +38,7 @@ def image_run(tmp_path_factory, shared_data):
     """One run of all four arms; records the training batches every call drew, by seed."""
     cfg = tiny_config(shared_data, tmp_path_factory.mktemp("eval") / "image")
     drawn: list[tuple[int, list]] = []
-    real_batches = ev.EvalData.batches
+    real_batches = recipe.EvalData.batches
 
     def spy(self, seed):
         seen: list = []
@@ -45,7 +48,7 @@ def image_run(tmp_path_factory, shared_data):
             yield x, y
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ev.EvalData, "batches", spy)
+        mp.setattr(recipe.EvalData, "batches", spy)
         rows = ev.evaluate(cfg)
     return cfg, rows, drawn
 
@@ -55,7 +58,7 @@ def test_rows_and_reports(image_run):
     out = Path(cfg.out)
     assert json.loads((out / "results.json").read_text()) == rows
     assert [(r["arch"], r["arm"], r["seed"]) for r in rows] == [
-        (a, arm, s) for a in IMAGE_ARCHS for arm in ev.ARMS for s in (0, 1)]
+        (a, arm, s) for a in IMAGE_ARCHS for arm in ARMS for s in (0, 1)]
     for row in rows:
         if row["arm"] == "mimetic":  # CNNs: recorded as not applicable, not run
             assert row["skipped"] == "no self-attention layers" and "at" not in row
@@ -96,7 +99,7 @@ def test_resume_runs_only_missing_rows(image_run, shared_data, tmp_path, monkeyp
     cfg, rows, _ = image_run
     out = tmp_path / "resumed"
     shutil.copytree(cfg.out, out)
-    results = out / ev.RESULTS
+    results = out / RESULTS
     lines = results.read_text().splitlines()
     results.write_text("\n".join(lines[:-1]) + '\n{"arch": "vgg-10')  # the last row cut short
     ran = []
@@ -172,15 +175,15 @@ def test_batchnorm_statistics_are_calibrated_at_k0_on_a_copy():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.BatchNorm2d(3), torch.nn.Flatten())
     batches = iter([(2 + 3 * torch.randn(64, 3, 4, 4), None) for _ in range(4)])
-    clone = ev.calibrated(model, batches, 4)
+    clone = recipe.calibrated(model, batches, 4)
     norm = clone[0]
     assert norm.running_mean == pytest.approx([2, 2, 2], abs=0.2)
     assert norm.running_var == pytest.approx([9, 9, 9], rel=0.1)
     assert norm.num_batches_tracked == 4
     assert torch.equal(model[0].running_mean, torch.zeros(3)) and model[0].momentum == 0.1
-    assert ev.calibrated(model, batches, 0) is model
+    assert recipe.calibrated(model, batches, 0) is model
     no_norm = torch.nn.Linear(2, 2)
-    assert ev.calibrated(no_norm, batches, 4) is no_norm
+    assert recipe.calibrated(no_norm, batches, 4) is no_norm
 
 
 def test_mimetic_init():

@@ -106,21 +106,12 @@ def test_imports_follow_the_layers(graph):
     assert not wrong, "imports against the layer order:\n" + "\n".join(wrong)
 
 
-# Private helpers that modules still borrow, (importer, module): training.evaluate's
-# evaluation recipe is being split into a module of its own (issue 17, step 3), which
-# empties this list. An entry that no longer happens fails too, so the list only shrinks.
-BORROWED = {("training.zoo", "training.evaluate"), ("training.zoo_eval", "training.evaluate")}
-
-
 def test_no_private_names_cross_modules(graph):
-    found = {imp for imp in graph
+    wrong = [str(imp) for imp in graph
              if any(private(name) for name in imp.names)
              or (private(imp.target.rpartition(".")[2])
-                 and imp.target.rpartition(".")[0] != imp.source.rpartition(".")[0])}
-    wrong = [str(imp) for imp in found if (imp.source, imp.target) not in BORROWED]
+                 and imp.target.rpartition(".")[0] != imp.source.rpartition(".")[0])]
     assert not wrong, "private names imported from other modules:\n" + "\n".join(wrong)
-    stale = BORROWED - {(imp.source, imp.target) for imp in found}
-    assert not stale, f"no longer borrowed, remove from BORROWED: {sorted(stale)}"
 
 
 def test_no_import_cycles(graph):

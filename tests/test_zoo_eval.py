@@ -19,7 +19,7 @@ import torch
 from hyperinit.commands import zoo as zoo_command
 from hyperinit.generator import folder_id
 from training.config import TrainConfig, load_config
-from training.evaluate import EvalData
+from training.recipe import EvalData
 from training.run import train
 from training.zoo import ZooConfig, build_arch, build_zoo
 from training.zoo_eval import (

@@ -1,8 +1,10 @@
 """Training the generators: data, architecture samplers, trainers and evaluation.
 
-``data`` loads CIFAR-10 and tiny-shakespeare from ``../shared/data`` into tensors and
-serves reproducible, resumable batches; ``samplers`` draws the architectures a generator
-is trained on and lists the held-out ones it is evaluated on.
+``data`` loads CIFAR-10 and tiny-shakespeare (from ``$HYPERINIT_DATA``, a checkout's
+``../shared/data``, or a path) into tensors and serves reproducible, resumable batches;
+``samplers`` draws the architectures a generator is trained on and lists the held-out ones
+it is evaluated on; ``recipe`` is how ``hyperinit eval`` and the model zoo train and measure
+a model.
 """
 
 from .data import (

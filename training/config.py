@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -23,7 +24,7 @@ class TrainConfig:
 
     generator: str = "ghn"  # "ghn" or "diffusion"
     task: str = "image"  # ghn: "image" (CIFAR-10 classifiers) or "text" (char-level LMs)
-    data: str | None = None  # ghn: dataset path; None: the shared CIFAR-10 zip / shakespeare
+    data: str | None = None  # ghn: dataset path; None: the data folder's (HYPERINIT_DATA)
     train_samples: int | None = None  # ghn: use only N training images (None: all)
     zoo: str | None = None  # diffusion: the model zoo folder (hyperinit zoo build)
     zoo_step: int | None = None  # diffusion: learn checkpoints of this step; None: the last
@@ -119,6 +120,16 @@ class TrainConfig:
 # Model options that only one generator has (set for the other one: an error).
 SIZE_OPTIONS = {"ghn": ("rank", "features"),
                 "diffusion": ("chunk", "graph_layers", "prediction_type")}
+
+
+def as_tuple(value: Any) -> tuple:
+    """Distinct items, in order, of an iterable, one value, or a comma-separated string:
+    how list options are given (``seeds=0,1``, ``ks=[0,50]`` or a TOML list)."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    elif not isinstance(value, Iterable):
+        value = [value]
+    return tuple(dict.fromkeys(value))
 
 
 def drop_removed(values: dict[str, Any], source: str, cls: type = TrainConfig,

@@ -8,6 +8,9 @@ Every random choice of a batch comes from a ``torch.Generator`` seeded by
 ``(seed, epoch, step)``, so a batch stream is a pure function of a few counters: its
 ``state_dict()`` is those counters, and restoring it replays exactly the same batches.
 
+The default datasets are files of one data folder (:func:`data_dir`): ``$HYPERINIT_DATA``,
+or a checkout's ``../shared/data`` where that exists; every loader also takes a path.
+
 Only the JPEG zip and ImageFolder directories are read. torchvision's
 ``cifar-10-batches-py`` files are pickles, and unpickling runs arbitrary code, so they are
 refused with a pointer to the supported layouts.
@@ -30,9 +33,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-CIFAR10_ZIP = SHARED_DATA / "cifar10-jpg.zip"
-SHAKESPEARE = SHARED_DATA / "tinyshakespeare.txt"
+DATA_ENV = "HYPERINIT_DATA"  # the data folder, for installs that are not a checkout
+CHECKOUT_DATA = REPO.parent / "shared" / "data"  # beside a checkout: the fallback
+CIFAR10_FILE = "cifar10-jpg.zip"  # the default datasets' names in the data folder
+TEXT_FILE = "tinyshakespeare.txt"
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
@@ -42,7 +46,25 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CACHE_VERSION = 1  # bump when the cached layout changes
 _LAYOUTS = ("a zip or ImageFolder directory with <split>/<class>/<image>.jpg|png entries "
-            f"(the default is {CIFAR10_ZIP})")
+            f"(the default is {CIFAR10_FILE} in the data folder, ${DATA_ENV})")
+
+
+def data_dir() -> Path:
+    """The folder of the default datasets: ``$HYPERINIT_DATA`` if set, else the checkout's
+    ``../shared/data`` if it exists. Neither is an error that says how to give the data."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        folder = Path(env).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{DATA_ENV}={env} is not a folder: set it to the folder "
+                                    f"that holds {CIFAR10_FILE} and {TEXT_FILE}")
+        return folder
+    if CHECKOUT_DATA.is_dir():
+        return CHECKOUT_DATA
+    raise FileNotFoundError(
+        f"no data folder: set {DATA_ENV} to a folder that holds {CIFAR10_FILE} (CIFAR-10 as "
+        f"JPEGs, <split>/<class>/<image>.jpg) and {TEXT_FILE}, or give the dataset's path "
+        f"(data=PATH); {CHECKOUT_DATA}, the checkout's default, does not exist")
 
 
 # ----- images ------------------------------------------------------------------------------
@@ -51,14 +73,14 @@ def load_cifar10(root: str | os.PathLike | None = None, split: str = "train",
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """All images of one split as ``(uint8 (N, 3, H, W), long (N,))``, in sorted-name order.
 
-    ``root`` is a zip with ``<split>/<class>/<name>.jpg`` entries (default: the shared
-    CIFAR-10 zip) or an ImageFolder directory ``root/<split>/<class>/*.jpg|png``. Labels
-    index the sorted class folder names, which for CIFAR-10 is :data:`CIFAR10_CLASSES`.
-    A zip's decoded arrays are cached in ``cache_dir`` (relative paths are taken from the
-    repository root; ``None`` disables the cache) under its sha256, so later loads take
-    well under a second.
+    ``root`` is a zip with ``<split>/<class>/<name>.jpg`` entries (default: the data
+    folder's ``cifar10-jpg.zip``, :func:`data_dir`) or an ImageFolder directory
+    ``root/<split>/<class>/*.jpg|png``. Labels index the sorted class folder names, which
+    for CIFAR-10 is :data:`CIFAR10_CLASSES`. A zip's decoded arrays are cached in
+    ``cache_dir`` (relative paths are taken from the repository root; ``None`` disables the
+    cache) under its sha256, so later loads take well under a second.
     """
-    path = Path(root) if root is not None else CIFAR10_ZIP
+    path = Path(root) if root is not None else data_dir() / CIFAR10_FILE
     if not path.exists():
         raise FileNotFoundError(f"no image data at {path}: expected {_LAYOUTS}")
     if path.is_dir():
@@ -290,11 +312,12 @@ class CharText:
 
 
 def load_text(path: str | os.PathLike | None = None) -> CharText:
-    """A UTF-8 text file (default: the shared tiny-shakespeare) as a :class:`CharText`."""
-    path = Path(path) if path is not None else SHAKESPEARE
+    """A UTF-8 text file (default: the data folder's tiny-shakespeare, :func:`data_dir`) as a
+    :class:`CharText`."""
+    path = Path(path) if path is not None else data_dir() / TEXT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no text file at {path}: expected a UTF-8 text file "
-                                f"(the default is {SHAKESPEARE})")
+                                f"(the default is {TEXT_FILE} in the data folder, ${DATA_ENV})")
     text = path.read_text(encoding="utf-8")
     if not text:
         raise ValueError(f"{path} is empty: expected a UTF-8 text corpus")

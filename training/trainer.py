@@ -12,7 +12,6 @@ checkpoints) and data, ``DistributedDataParallel`` averages the gradients, rank 
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import shutil
@@ -41,7 +40,8 @@ from hyperinit.predict import add_noise
 
 from . import data, samplers
 from .config import TrainConfig, drop_removed
-from .evaluate import write_text
+from .recipe import cosine_lr
+from .runs import write_text
 
 CHECKPOINT = "checkpoint.pt"
 GENERATOR_DIR = "generator"
@@ -60,11 +60,7 @@ class Arch:
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup, then cosine decay to ``min_lr_ratio * lr`` (a pure function of step)."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+    return cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
 
 
 def task_loss(module: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor,

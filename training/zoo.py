@@ -12,9 +12,10 @@ steps. The folder is a Hugging Face **dataset** repo as it stands::
 Architectures are sampler names ``"<tag>-<seed>"`` (``"vgg-2"``, ``"randcnn-5"``) of
 :func:`training.samplers.image_samplers`. Each run is a pure function of ``(seed, arch,
 index)``: its seed and hyperparameters are drawn from a stream keyed by them, so growing
-``models_per_arch`` keeps the runs already there. Training reuses the evaluation recipe
-(:mod:`training.evaluate`: SGD + Nesterov, weight decay on 2+-dim tensors, cosine decay over
-``steps``, crop + flip) and measures test accuracy and loss at every saved step.
+``models_per_arch`` keeps the runs already there. Training is the evaluation recipe
+(:mod:`training.recipe`: SGD + Nesterov, weight decay on 2+-dim tensors, cosine decay over
+``steps``, crop + flip) with the run's learning rate, weight decay and batch size, and
+measures test accuracy and loss at every saved step (step 0 as built: no calibration).
 
 Every file appears atomically (temp file, then rename), so a half-written checkpoint never
 exists. A restarted build skips checkpoints whose record exists; a run with some of its
@@ -28,17 +29,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import random
 import statistics
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -49,16 +47,9 @@ from hyperinit import __version__
 from hyperinit.safetensors_io import atomic_path
 
 from . import data, samplers
-from .evaluate import (
-    EvalConfig,
-    EvalData,
-    _as_tuple,
-    _device,
-    _logits,
-    _optimizer,
-    measure,
-    write_text,
-)
+from .config import as_tuple
+from .recipe import EvalData, RecipeConfig, resolve_device, train_steps
+from .runs import write_text
 
 RECORDS = "records.jsonl"
 CARD = "README.md"
@@ -83,7 +74,7 @@ class ZooConfig:
     batch_sizes: tuple[int, ...] = (64, 128)
     seed: int = 0
     # data
-    data: str | None = None  # CIFAR-10 zip or ImageFolder; None: the shared zip
+    data: str | None = None  # CIFAR-10 zip or ImageFolder; None: the data folder's zip
     train_samples: int | None = None  # a fixed random subset of the training images
     test_samples: int | None = None  # the same, of the test images; None: all of them
     # run
@@ -91,11 +82,11 @@ class ZooConfig:
     amp: bool = True  # bfloat16 autocast on GPU; ignored on CPU
 
     def __post_init__(self) -> None:
-        self.archs = _as_tuple(self.archs)
-        self.save_at = tuple(sorted(_as_tuple(int(k) for k in _as_tuple(self.save_at))))
-        self.lrs = _as_tuple(float(v) for v in _as_tuple(self.lrs))
-        self.weight_decays = _as_tuple(float(v) for v in _as_tuple(self.weight_decays))
-        self.batch_sizes = _as_tuple(int(v) for v in _as_tuple(self.batch_sizes))
+        self.archs = as_tuple(self.archs)
+        self.save_at = tuple(sorted(as_tuple(int(k) for k in as_tuple(self.save_at))))
+        self.lrs = as_tuple(float(v) for v in as_tuple(self.lrs))
+        self.weight_decays = as_tuple(float(v) for v in as_tuple(self.weight_decays))
+        self.batch_sizes = as_tuple(int(v) for v in as_tuple(self.batch_sizes))
         for name in ("archs", "save_at", "lrs", "weight_decays", "batch_sizes"):
             if not getattr(self, name):
                 raise ValueError(f"{name} needs at least one value")
@@ -190,34 +181,6 @@ def plan_runs(cfg: ZooConfig) -> list[Run]:
 
 
 # ----- training -----------------------------------------------------------------------------
-def train_run(model: nn.Module, run: Run, cfg: ZooConfig, eval_data: EvalData,
-              device: torch.device, marks: list[int]) -> Iterator[tuple[int, dict[str, float]]]:
-    """Train ``model`` in place, yielding ``(step, test metrics)`` at each step of ``marks``.
-
-    Stops after the last mark; the learning rate follows a cosine over ``cfg.steps``.
-    """
-    recipe = dataclasses.replace(eval_data.cfg, lr=run.lr, weight_decay=run.weight_decay)
-    optimizer = _optimizer(model, recipe)
-    batches = data.ImageBatches(*eval_data.train, run.batch_size, seed=run.seed)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
-                              enabled=cfg.amp and device.type == "cuda")
-    torch.manual_seed(run.seed)  # dropout and the like
-    model.train()
-    for step in range(max(marks) + 1):
-        if step in marks:
-            yield step, measure(model, eval_data, autocast)
-        if step == max(marks):
-            return
-        for group in optimizer.param_groups:
-            group["lr"] = run.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-        x, y = next(batches)
-        with autocast:
-            loss = F.cross_entropy(_logits(model(x)), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-
 def build_zoo(cfg: ZooConfig) -> int:
     """Train every run of ``cfg`` and save its checkpoints; returns how many were written.
 
@@ -239,9 +202,11 @@ def build_zoo(cfg: ZooConfig) -> int:
     write_card(out)
     if not todo:
         return 0
-    device = _device(cfg.device)
-    eval_data = EvalData(EvalConfig(task="image", data=cfg.data, train_samples=cfg.train_samples,
-                                    test_samples=cfg.test_samples, device=cfg.device), device)
+    device = resolve_device(cfg.device)
+    recipe = RecipeConfig(task="image", data=cfg.data, calibration_batches=0,
+                          train_samples=cfg.train_samples, test_samples=cfg.test_samples,
+                          device=cfg.device, amp=cfg.amp)
+    eval_data = EvalData(recipe, device)
     written = 0
     total = len(runs) * len(cfg.save_at)
     bar = tqdm(total=total, initial=total - sum(len(m) for _, m in todo), desc="zoo")
@@ -249,7 +214,11 @@ def build_zoo(cfg: ZooConfig) -> int:
         bar.set_postfix_str(run.run_id)
         torch.manual_seed(run.seed)
         model = build_arch(run.arch).to(device)
-        for step, metrics in train_run(model, run, cfg, eval_data, device, missing):
+        run_recipe = dataclasses.replace(recipe, lr=run.lr, weight_decay=run.weight_decay,
+                                         batch_size=run.batch_size)
+        torch.manual_seed(run.seed)  # dropout and the like
+        for step, metrics in train_steps(model, run_recipe, eval_data.using(run_recipe),
+                                         run.seed, device, missing, steps=cfg.steps):
             record = _record(run, cfg, step, metrics, model, eval_data)
             save_checkpoint(out, record, model)
             records[record["file"]] = record
@@ -281,7 +250,8 @@ def _record(run: Run, cfg: ZooConfig, step: int, metrics: dict[str, float], mode
         "spec": arch_spec(run.arch),
         "arch_hash": run.arch_hash,
         "run_id": run.run_id,
-        "dataset": {"name": "cifar10", "source": Path(cfg.data or data.CIFAR10_ZIP).name,
+        "dataset": {"name": "cifar10",
+                    "source": Path(cfg.data).name if cfg.data else data.CIFAR10_FILE,
                     "train_samples": train_images, "test_samples": len(eval_data.test[0])},
         "hyperparameters": run.hyperparameters(cfg),
         "seed": run.seed,

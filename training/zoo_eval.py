@@ -3,7 +3,7 @@
 Weight diffusion often memorizes its training checkpoints, so accuracy alone says little.
 For every zoo architecture, each method below makes ``samples`` models; each model is
 measured on the CIFAR-10 test split before training (k=0) and after ``k`` steps of the
-fixed recipe of :mod:`training.evaluate`, and its novelty against the **training
+fixed recipe of :mod:`training.recipe`, and its novelty against the **training
 checkpoints** C (every run of the zoo at one saved step):
 
 * **distance**: ``min_c ||θ - θ_c|| / ||θ_c||`` over the flattened parameters;
@@ -61,19 +61,17 @@ from graphs.draw import save_figure
 from hyperinit.diffusion import WeightDiffusion, load_diffusion, sample_state_dicts
 from hyperinit.generator import folder_id
 
-from .evaluate import (
-    RESULTS,
-    EvalConfig,
+from .config import as_tuple
+from .eval_report import mean_std
+from .recipe import (
     EvalData,
-    _as_tuple,
-    _device,
-    _logits,
-    _mean_std,
-    check_resumable,
-    load_rows,
+    RecipeConfig,
+    autocast_for,
+    logits,
+    resolve_device,
     train_and_measure,
-    write_text,
 )
+from .runs import RESULTS, check_resumable, load_rows, write_text
 from .zoo import (
     ZooEntry,
     arch_graph,
@@ -98,8 +96,9 @@ ROW_OPTIONS = ("generator", "generator_id", "zoo", "step", "seed", "ghn", "ghn_m
 
 @dataclass
 class ZooEvalConfig:
-    """What to evaluate and how. ``None`` recipe options take :class:`EvalConfig`'s image
-    defaults. Lists are JSON (``ks=[0,50]``) or comma-separated (``methods=diffusion,ghn``).
+    """What to evaluate and how. ``None`` recipe options take the image defaults of
+    :class:`training.recipe.RecipeConfig`. Lists are JSON (``ks=[0,50]``) or comma-separated
+    (``methods=diffusion,ghn``).
     """
 
     generator: str | None = None  # weight-diffusion folder; needed with the diffusion method
@@ -115,7 +114,7 @@ class ZooEvalConfig:
     ghn: str | None = None  # hypernetwork for the ghn method; None: the shipped default
     diffusion_steps: int = 50  # DDIM steps per sample
     # data and recipe
-    data: str | None = None  # CIFAR-10 zip or ImageFolder; None: the shared zip
+    data: str | None = None  # CIFAR-10 zip or ImageFolder; None: the data folder's zip
     train_samples: int | None = None
     test_samples: int | None = None
     batch_size: int | None = None
@@ -128,7 +127,7 @@ class ZooEvalConfig:
     def __post_init__(self) -> None:
         if not self.zoo:
             raise ValueError("zoo is required: the model zoo folder to evaluate against")
-        self.methods = _as_tuple(self.methods)
+        self.methods = as_tuple(self.methods)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ValueError(f"unknown method(s) {unknown}: methods are {', '.join(METHODS)}")
@@ -136,7 +135,7 @@ class ZooEvalConfig:
             raise ValueError("generator is required for the diffusion method: a weight-diffusion "
                              "folder (or leave diffusion out of methods)")
         if self.archs is not None:
-            self.archs = _as_tuple(self.archs)
+            self.archs = as_tuple(self.archs)
             for arch in self.archs:
                 parse_arch(arch)
         for name in ("samples", "diffusion_steps"):
@@ -148,12 +147,12 @@ class ZooEvalConfig:
         self.ks, self.batch_size, self.lr, self.weight_decay = (
             recipe.ks, recipe.batch_size, recipe.lr, recipe.weight_decay)
 
-    def recipe(self) -> EvalConfig:
+    def recipe(self) -> RecipeConfig:
         """The training and measuring recipe, as :func:`train_and_measure` takes it."""
-        return EvalConfig(task="image", data=self.data, ks=self.ks, seeds=(self.seed,),
-                          train_samples=self.train_samples, test_samples=self.test_samples,
-                          batch_size=self.batch_size, lr=self.lr,
-                          weight_decay=self.weight_decay, device=self.device, amp=self.amp)
+        return RecipeConfig(task="image", data=self.data, ks=self.ks,
+                            train_samples=self.train_samples, test_samples=self.test_samples,
+                            batch_size=self.batch_size, lr=self.lr,
+                            weight_decay=self.weight_decay, device=self.device, amp=self.amp)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))  # tuples as lists, as config.json has them
@@ -219,7 +218,7 @@ def predictions(model: nn.Module, eval_data: EvalData, autocast: torch.autocast)
     out = []
     for x, _ in eval_data.test_batches():
         with autocast:
-            out.append(_logits(model(x)).argmax(-1).cpu())
+            out.append(logits(model(x)).argmax(-1).cpu())
     model.train()
     return torch.cat(out)
 
@@ -376,7 +375,7 @@ def make_model(method: str, i: int, ckpts: Checkpoints, cfg: ZooEvalConfig,
 
 
 # ----- the run ------------------------------------------------------------------------------
-def run_one(cfg: ZooEvalConfig, recipe: EvalConfig, ckpts: Checkpoints, method: str, i: int,
+def run_one(cfg: ZooEvalConfig, recipe: RecipeConfig, ckpts: Checkpoints, method: str, i: int,
             generators: Generators, eval_data: EvalData, device: torch.device,
             autocast: torch.autocast) -> dict[str, Any]:
     """One result row: make sample ``i`` of ``method``, measure its novelty, train it."""
@@ -402,7 +401,7 @@ def evaluate_zoo(cfg: ZooEvalConfig) -> list[dict[str, Any]]:
         raise FileNotFoundError(f"generator {cfg.generator} is not a folder: give a weight-"
                                 "diffusion checkpoint folder (config.json, model.safetensors, "
                                 "scheduler_config.json)")
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     weights = folder_id(cfg.generator) if "diffusion" in cfg.methods else None
@@ -415,8 +414,7 @@ def evaluate_zoo(cfg: ZooEvalConfig) -> list[dict[str, Any]]:
     if todo:
         recipe = cfg.recipe()
         eval_data = EvalData(recipe, device)
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16,
-                                  enabled=cfg.amp and device.type == "cuda")
+        autocast = autocast_for(recipe, device)
         generators = Generators(cfg, device)
         bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="zoo eval")
         with open(out / RESULTS, "a") as f:
@@ -451,7 +449,7 @@ def summarize(cfg: ZooEvalConfig, rows: list[dict[str, Any]]) -> list[dict[str, 
         group = list(group)
         accuracy = {}
         for k in map(str, cfg.ks):
-            mean, std = _mean_std([r["at"][k]["accuracy"] for r in group])
+            mean, std = mean_std([r["at"][k]["accuracy"] for r in group])
             accuracy[k] = {"mean": mean, "std": std}
         item = {"arch": arch, "zoo_step": group[0]["zoo_step"], "method": method,
                 "models": len(group), "accuracy": accuracy}

@@ -1,0 +1,54 @@
+"""Resumable result runs: rows appended to ``OUT/results.jsonl`` as they finish, so a
+restarted run skips them, and a ``config.json`` that keeps a folder's rows comparable.
+
+``hyperinit eval`` (:mod:`training.evaluate`) and ``hyperinit zoo eval``
+(:mod:`training.zoo_eval`) both run this way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hyperinit.safetensors_io import atomic_path
+
+RESULTS = "results.jsonl"
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (temp file, then rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def check_resumable(config: dict[str, Any], out: Path, options: tuple[str, ...]) -> None:
+    """Write ``config`` to ``OUT/config.json``; refuse an ``out`` whose rows (``results.jsonl``)
+    were made with other values of ``options``, the ones that change a row's numbers."""
+    path = out / "config.json"
+    if path.is_file() and (out / RESULTS).is_file():
+        theirs = json.loads(path.read_text())
+        changed = [k for k in options if theirs.get(k) != config[k]]
+        if changed:
+            raise ValueError(
+                f"{out} holds results made with other {', '.join(changed)} "
+                f"({', '.join(f'{k}={theirs.get(k)!r}' for k in changed)}): use another out "
+                "folder, or delete it to start over")
+    write_text(path, json.dumps(config, indent=2))
+
+
+def load_rows(path: Path, key: tuple[str, ...]) -> dict[tuple, dict[str, Any]]:
+    """Finished rows by the values of ``key``. A line cut short by a crash is dropped for
+    good (the file is rewritten without it)."""
+    if not path.is_file():
+        return {}
+    rows, lines = {}, []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        rows[tuple(row[k] for k in key)] = row
+        lines.append(line)
+    write_text(path, "".join(line + "\n" for line in lines))
+    return rows
