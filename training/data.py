@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from hyperinit.safetensors_io import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ENV = "HYPERINIT_DATA"  # the data folder, for installs that are not a checkout
@@ -166,9 +167,8 @@ def _decode_all(names: list[str], read: Callable[[str], bytes]) -> np.ndarray:
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     """Write atomically: a temporary file in the same folder, then a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(f.name, path)
 
 
 def _generator(seed: int, *counters: int) -> torch.Generator:

@@ -37,6 +37,7 @@ from hyperinit import (
     load_generator,
 )
 from hyperinit.predict import add_noise
+from hyperinit.safetensors_io import atomic_path
 
 from . import data, samplers
 from .config import TrainConfig, drop_removed
@@ -180,7 +181,7 @@ class Trainer:
         cfg = self.cfg
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2))
         if cfg.resume and (self.out / CHECKPOINT).is_file():
             self.load_checkpoint(self.out / CHECKPOINT)
         bar = tqdm(total=cfg.steps, initial=self.step, disable=self.rank != 0, desc=self.desc)
@@ -216,9 +217,8 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "config": self.cfg.to_dict(),
         }
-        tmp = self.out / f".{CHECKPOINT}.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, self.out / CHECKPOINT)
+        with atomic_path(self.out / CHECKPOINT) as tmp:
+            torch.save(state, tmp)
         staging = self.out / f".{GENERATOR_DIR}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
         self.model.save_pretrained(staging)
