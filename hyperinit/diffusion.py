@@ -220,7 +220,6 @@ class WeightDiffusion(Generator):
 
     kind = "weight-diffusion"
     config_class = DiffusionConfig
-    extra_files = (SCHEDULER_FILE,)
 
     def __init__(self, config: DiffusionConfig | None = None,
                  defaults: PredictDefaults | None = None) -> None:

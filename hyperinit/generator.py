@@ -91,7 +91,6 @@ class Generator(nn.Module):
 
     kind: ClassVar[str]
     config_class: ClassVar[type]
-    extra_files: ClassVar[tuple[str, ...]] = ()  # saved by save_extra, read by load_extra
     encoder: GraphEncoder
 
     def __init__(self, config: Any = None, defaults: PredictDefaults | None = None) -> None:
@@ -139,10 +138,10 @@ class Generator(nn.Module):
         return folder
 
     def save_extra(self, folder: Path) -> None:
-        """Write the kind's ``extra_files`` (none by default)."""
+        """Write the kind's own files beside the weights (none by default)."""
 
     def load_extra(self, folder: Path) -> None:
-        """Read the kind's ``extra_files`` (none by default)."""
+        """Read what :meth:`save_extra` wrote (nothing by default)."""
 
     def model_card(self) -> str:
         """README.md: front matter the Hub indexes, and how to load the generator."""

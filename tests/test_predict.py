@@ -7,6 +7,8 @@ import json
 import math
 import os
 import shutil
+import tomllib
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -79,6 +81,17 @@ def test_the_shipped_generators_are_there():
     assert {"ghn-cifar10", "ghn-shakespeare"} <= set(SHIPPED_GHNS)
     assert default_generator() == "ghn-cifar10"
     assert hyperinit.load_generator("ghn-cifar10").defaults.noise == 0.5  # from its config.json
+
+
+def test_the_shipped_generators_are_package_data():
+    """Every file of hyperinit/checkpoints matches pyproject.toml's package-data, so a wheel
+    carries it (``.ci/wheel`` predicts with the installed one)."""
+    root = Path(hyperinit.__file__).parent
+    assert root / "checkpoints" == SHIPPED
+    config = tomllib.loads((root.parent / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["hyperinit.checkpoints"]
+    files = [p.relative_to(SHIPPED).as_posix() for p in SHIPPED.rglob("*") if p.is_file()]
+    assert files and all(any(fnmatch(f, pattern) for pattern in patterns) for f in files)
 
 
 @pytest.fixture(scope="module", params=SHIPPED_GHNS)
