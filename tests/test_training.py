@@ -198,6 +198,11 @@ def test_removed_options_load_at_their_neutral_value_only(tmp_path, shared_data)
         load_config(tmp_path / "on.yaml")
     with pytest.raises(ValueError, match="overrides sets orth=True, but orth was removed"):
         load_config(None, ["orth=true"])
+    size = {k: TINY["ghn"][k] for k in ("hidden", "layers", "heads", "rank", "features")}
+    hyperinit.GraphHyperNetwork(hyperinit.GHNConfig(**size), hyperinit.PredictDefaults(
+        orth=True)).save_pretrained(tmp_path / "orth")
+    with pytest.raises(ValueError, match="was trained through orthogonalization"):
+        make_trainer(tiny_config(tmp_path / "tuned", init=str(tmp_path / "orth")))
     trainer = make_trainer(tiny_config(tmp_path / "run"))
     trainer.out.mkdir()
     trainer.train_step()
