@@ -19,7 +19,7 @@ from training import recipe
 from training.config import load_config
 from training.eval_config import ARMS
 from training.evaluate import EvalConfig
-from training.runs import RESULTS
+from training.results import RESULTS
 from training.samplers import held_out
 
 IMAGE_ARCHS = ("vgg-1000001", "convnext-1000000")  # the two smallest sampled CNNs (22k, 16k)

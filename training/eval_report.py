@@ -16,7 +16,7 @@ from typing import Any
 from graphs.draw import save_figure
 
 from .eval_config import EvalConfig
-from .runs import write_text
+from .results import write_text
 
 
 def write_reports(cfg: EvalConfig, rows: list[dict[str, Any]], out: Path) -> str:

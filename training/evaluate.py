@@ -20,7 +20,7 @@ batch stream is ``ImageBatches``/``TextBatches`` with ``seed=seed``. So the arms
 differ only in their initial parameters.
 
 Results are appended to ``OUT/results.jsonl`` as each (arch, arm, seed) finishes, and a
-restarted run skips the rows already there (:mod:`training.runs`). At the end
+restarted run skips the rows already there (:mod:`training.results`). At the end
 ``results.json``, ``table.md`` and ``curves.png`` summarize them
 (:mod:`training.eval_report`).
 """
@@ -45,7 +45,7 @@ from . import samplers
 from .eval_config import EvalConfig
 from .eval_report import write_reports
 from .recipe import EvalData, RecipeConfig, resolve_device, train_and_measure
-from .runs import RESULTS, check_resumable, load_rows
+from .results import RESULTS, check_resumable, load_rows
 
 # Trockman & Kolter (2023): W_q W_k^T ~ a1 Z1 + b1 I and W_v W_proj ~ a2 Z2 - b2 I.
 MIMETIC = {"alpha1": 0.7, "beta1": 0.7, "alpha2": 0.4, "beta2": 0.4}

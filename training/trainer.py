@@ -42,7 +42,7 @@ from hyperinit.safetensors_io import atomic_path
 from . import data, samplers
 from .config import TrainConfig, drop_removed
 from .recipe import cosine_lr
-from .runs import write_text
+from .results import write_text
 
 CHECKPOINT = "checkpoint.pt"
 GENERATOR_DIR = "generator"

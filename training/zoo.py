@@ -49,7 +49,7 @@ from hyperinit.safetensors_io import atomic_path
 from . import data, samplers
 from .config import as_tuple
 from .recipe import EvalData, RecipeConfig, resolve_device, train_steps
-from .runs import write_text
+from .results import write_text
 
 RECORDS = "records.jsonl"
 CARD = "README.md"

@@ -71,7 +71,7 @@ from .recipe import (
     resolve_device,
     train_and_measure,
 )
-from .runs import RESULTS, check_resumable, load_rows, write_text
+from .results import RESULTS, check_resumable, load_rows, write_text
 from .zoo import (
     ZooEntry,
     arch_graph,

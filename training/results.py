@@ -1,5 +1,6 @@
-"""Resumable result runs: rows appended to ``OUT/results.jsonl`` as they finish, so a
-restarted run skips them, and a ``config.json`` that keeps a folder's rows comparable.
+"""Resumable results: rows appended to ``OUT/results.jsonl`` as they finish, so a restarted
+run skips them, a ``config.json`` that keeps a folder's rows comparable, and atomic text
+writes (which the trainer and the zoo use too).
 
 ``hyperinit eval`` (:mod:`training.evaluate`) and ``hyperinit zoo eval``
 (:mod:`training.zoo_eval`) both run this way.
