@@ -188,8 +188,8 @@ def cosine_lr(step: int, steps: int, lr: float, warmup: int = 0, floor: float = 
     steps, then cosine decay from ``lr`` to ``floor * lr`` at ``steps`` (and after)."""
     if step < warmup:
         return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    span = max(1, steps - warmup)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(step - warmup, span) / span))
     return lr * (floor + (1 - floor) * cosine)
 
 
