@@ -24,6 +24,8 @@ Families (``--families``):
   of the index (the decoder of hyperinit 0.2);
 * ``spectrum`` — not a family but a diagnostic: the trained singular values with random
   singular vectors (does a weight's knowledge lie in its spectrum alone?);
+* ``flat:R`` — a diagnostic too: the best rank-R directions with all R singular values set
+  equal (does a weight's knowledge survive a flat spectrum, whose channels stay distinct?);
 * ``decoder`` — the family of today's ``hyperinit.decoder.LowRankDecoder`` at its default
   size (``--rank``), projected with :meth:`LowRankDecoder.project`.
 
@@ -78,11 +80,13 @@ def family(spec: str, rank: int) -> Projector:
         return lambda w: best_in_span(w, basis(w.shape[0]), basis(w.shape[1]), r)
     if kind == "spectrum" and not args:
         return random_directions
+    if kind == "flat" and len(args) == 1:
+        return lambda w: flat_spectrum(w, int(args[0]))
     if kind == "decoder" and not args:
         size = GHNConfig(rank=rank)
         return LowRankDecoder(size.hidden, size.rank, size.features, size.decoder).project
-    raise ValueError(f"unknown family {spec!r}: expected free:R, fourier:F:R, spectrum or "
-                     "decoder")
+    raise ValueError(f"unknown family {spec!r}: expected free:R, fourier:F:R, index:K:R, "
+                     "spectrum, flat:R or decoder")
 
 
 def random_directions(w: torch.Tensor) -> torch.Tensor:
@@ -94,6 +98,13 @@ def random_directions(w: torch.Tensor) -> torch.Tensor:
     right = torch.linalg.qr(torch.randn(w.shape[1], k, generator=g, dtype=torch.float64))[0]
     s = torch.linalg.svdvals(w.double())
     return ((left * s) @ right.T).to(w.dtype)
+
+
+def flat_spectrum(w: torch.Tensor, rank: int) -> torch.Tensor:
+    """``w``'s top ``rank`` singular directions, each with the same singular value."""
+    u, _, vh = torch.linalg.svd(w.double(), full_matrices=False)
+    k = min(rank, u.shape[1])
+    return (u[:, :k] @ vh[:k]).to(w.dtype)
 
 
 def projected_weights(model: nn.Module) -> list[tuple[str, nn.Parameter]]:

@@ -1,0 +1,159 @@
+"""Why does a predicted init train slower than the default one? Probe it before retraining.
+
+For a generator and held-out CIFAR-10 architectures this prints, per weight, how spread the
+predicted spectrum is (participation ratio ``(sum s^2)^2 / sum s^4``: 1 for a rank-1 matrix,
+``min(out, in)`` for a flat one) beside the default init's, then the accuracy at k=0
+(BatchNorm recalibrated) and after k SGD steps of the ``hyperinit eval`` image recipe for the
+prediction (noise 0) and for probes that change one property of it. Each probe applies to
+every weight of two or more dimensions but the head, in the ``(out, in * kh * kw)`` view:
+
+* ``predicted``, ``default`` — the two inits themselves;
+* ``rescale`` — the prediction scaled to the default init's std;
+* ``rownorm`` — every output row of the prediction scaled to the default's mean row norm
+  (a no-op for the function where BatchNorm follows);
+* ``flat:R`` — the prediction's top R singular directions, all with one singular value;
+* ``add:C`` — the prediction plus C times the default init (full rank);
+* ``lowrank:R`` — the default init truncated to rank R (what rank alone costs);
+* ``bn``, ``head`` — the prediction with the BatchNorm affine parameters, or the head, of the
+  default init.
+
+Rows are JSON lines; ``--json`` writes them to a file. Run with
+``.venv/bin/python bench/trainability.py --generator DIR --archs vgg-1000000 --probes
+predicted default flat:32 add:1 lowrank:32``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from copy import deepcopy
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import hyperinit
+from training import evaluate
+
+Probe = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (predicted, default) -> init
+
+
+def participation(w: torch.Tensor) -> float:
+    """``(sum s^2)^2 / sum s^4`` of ``w``'s singular values ``s``."""
+    s2 = torch.linalg.svdvals(w.detach().flatten(1).double()) ** 2
+    return float(s2.sum() ** 2 / (s2 ** 2).sum())
+
+
+def _like(w: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``w`` with ``ref``'s std."""
+    return w * (ref.std() / w.std().clamp_min(1e-12))
+
+
+def _top(w: torch.Tensor, rank: int, flat: bool) -> torch.Tensor:
+    """``w`` truncated to its top ``rank`` singular directions (equal values if ``flat``)."""
+    u, s, vh = torch.linalg.svd(w.flatten(1).double(), full_matrices=False)
+    s = torch.ones_like(s) if flat else s
+    return ((u[:, :rank] * s[:rank]) @ vh[:rank]).to(w.dtype).view_as(w)
+
+
+def _rownorm(w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    rows = w.flatten(1).norm(dim=1).clamp_min(1e-12)
+    scale = d.flatten(1).norm(dim=1).mean() / rows
+    return w * scale.view(-1, *[1] * (w.dim() - 1))
+
+
+def probe(spec: str) -> Probe | str:
+    """The weight probe named by ``spec``, or the name of a whole-model one."""
+    kind, _, arg = spec.partition(":")
+    if spec in ("predicted", "default", "bn", "head"):
+        return spec
+    if spec == "rescale":
+        return _like
+    if spec == "rownorm":
+        return _rownorm
+    if kind == "flat" and arg:
+        return lambda w, d: _like(_top(w, int(arg), flat=True), d)
+    if kind == "add" and arg:
+        return lambda w, d: w + float(arg) * d
+    if kind == "lowrank" and arg:
+        return lambda w, d: _like(_top(d, int(arg), flat=False), d)
+    raise ValueError(f"unknown probe {spec!r}: expected predicted, default, rescale, rownorm, "
+                     "flat:R, add:C, lowrank:R, bn or head")
+
+
+def weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Every weight of two or more dimensions but the head (the last one), by name."""
+    named = [(n, p) for n, p in model.named_parameters() if p.dim() >= 2]
+    return dict(named[:-1])
+
+
+def apply(spec: str, predicted: nn.Module, default: nn.Module) -> nn.Module:
+    """The init ``spec`` names, built from the predicted and default models."""
+    chosen = probe(spec)
+    if chosen == "default":
+        return deepcopy(default)
+    model = deepcopy(predicted)
+    ref = dict(default.named_parameters())
+    with torch.no_grad():
+        if callable(chosen):
+            for name, w in weights(model).items():
+                w.copy_(chosen(w, ref[name]))
+        elif chosen == "bn":
+            for name, mod in model.named_modules():
+                if isinstance(mod, nn.modules.batchnorm._NormBase) and mod.affine:
+                    mod.weight.copy_(ref[f"{name}.weight"])
+                    mod.bias.copy_(ref[f"{name}.bias"])
+        elif chosen == "head":
+            head = [n for n, p in model.named_parameters() if p.dim() >= 2][-1]
+            for name, p in model.named_parameters():
+                if name.rpartition(".")[0] == head.rpartition(".")[0]:
+                    p.copy_(ref[name])
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--generator", required=True, help="generator folder or shipped name")
+    parser.add_argument("--archs", nargs="+", default=["vgg-1000000"])
+    parser.add_argument("--probes", nargs="+", default=["predicted", "default", "flat:32"])
+    parser.add_argument("--ks", type=int, nargs="+", default=[0, 200])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--json", default=None, help="write the rows to this file")
+    args = parser.parse_args()
+    for spec in args.probes:
+        probe(spec)  # refuse a bad name before any work
+    cfg = evaluate.EvalConfig(task="image", data=args.data, ks=tuple(args.ks), device="cpu",
+                              train_samples=20000, test_samples=2000, seeds=(args.seed,))
+    entries = evaluate.select_archs(evaluate.EvalConfig(**{**cfg.to_dict(),
+                                                           "archs": args.archs}))
+    eval_data = evaluate.EvalData(cfg, torch.device("cpu"))
+    generator = hyperinit.load_generator(args.generator)
+    rows = []
+    for entry in entries:
+        torch.manual_seed(args.seed)
+        default = entry.build()
+        predicted = entry.build()
+        hyperinit.predict(predicted, generator, seed=args.seed, noise=0.0)
+        ref = weights(default)
+        for name, w in weights(predicted).items():
+            row = {"arch": entry.name, "weight": name, "shape": list(w.shape),
+                   "participation": {"predicted": round(participation(w), 2),
+                                     "default": round(participation(ref[name]), 2)}}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        for spec in args.probes:
+            torch.manual_seed(args.seed)
+            points = evaluate.train_and_measure(apply(spec, predicted, default), cfg, eval_data,
+                                                args.seed, torch.device("cpu"))
+            row = {"arch": entry.name, "probe": spec,
+                   "at": {k: round(100 * p["accuracy"], 2) for k, p in points.items()}}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
