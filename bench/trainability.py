@@ -35,14 +35,13 @@ from torch import nn
 
 import hyperinit
 from training import evaluate
+from training.trainer import participation_ratio
 
 Probe = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (predicted, default) -> init
 
 
-def participation(w: torch.Tensor) -> float:
-    """``(sum s^2)^2 / sum s^4`` of ``w``'s singular values ``s``."""
-    s2 = torch.linalg.svdvals(w.detach().flatten(1).double()) ** 2
-    return float(s2.sum() ** 2 / (s2 ** 2).sum())
+def _ratio(w: torch.Tensor) -> float:
+    return round(float(participation_ratio(w.detach())), 2)
 
 
 def _like(w: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -139,8 +138,7 @@ def main() -> None:
         ref = weights(default)
         for name, w in weights(predicted).items():
             row = {"arch": entry.name, "weight": name, "shape": list(w.shape),
-                   "participation": {"predicted": round(participation(w), 2),
-                                     "default": round(participation(ref[name]), 2)}}
+                   "participation": {"predicted": _ratio(w), "default": _ratio(ref[name])}}
             rows.append(row)
             print(json.dumps(row), flush=True)
         for spec in args.probes:

@@ -16,7 +16,13 @@ import hyperinit
 from training.config import TrainConfig, load_config
 from training.run import train
 from training.run import trainer as make_trainer
-from training.trainer import CHECKPOINT, GHNTrainer
+from training.trainer import (
+    CHECKPOINT,
+    GHNTrainer,
+    participation_ratio,
+    spread_penalty,
+    weight_matrices,
+)
 from training.zoo import build_arch
 
 TINY = {"ghn": {"hidden": 16, "layers": 1, "heads": 2, "rank": 4, "features": 8,
@@ -97,6 +103,10 @@ def test_generator_options_are_checked(tmp_path):
         TrainConfig(generator="diffusion", zoo="z", noise=0.5)
     with pytest.raises(ValueError, match="noise must be at least 0 and below 1"):
         TrainConfig(noise=1.0)
+    with pytest.raises(ValueError, match="spread must be at least 0"):
+        TrainConfig(spread=-0.1)
+    with pytest.raises(ValueError, match="spread only applies to generator='ghn'"):
+        TrainConfig(generator="diffusion", zoo="z", spread=0.1)
 
 
 def test_init_starts_from_a_trained_generator(tmp_path, generator_config):
@@ -144,6 +154,41 @@ def test_noise_aware_training_and_the_generators_noise(tmp_path, shared_data):
     assert kept.model.defaults.noise == 0.25
     reset = make_trainer(tiny_config(tmp_path / "reset", init=str(exported), noise=0.0))
     assert reset.model.defaults.noise == 0.0
+
+
+def test_participation_ratio_counts_the_directions_that_carry_the_energy():
+    torch.manual_seed(0)
+    rank_one = torch.randn(12, 1) @ torch.randn(1, 3 * 3 * 5)
+    flat = torch.linalg.qr(torch.randn(45, 12))[0].T  # 12 orthonormal rows
+    assert participation_ratio(rank_one.view(12, 5, 3, 3)) == pytest.approx(1, rel=1e-4)
+    assert participation_ratio(flat) == pytest.approx(12, rel=1e-4)
+    w = torch.randn(30, 7)
+    s2 = torch.linalg.svdvals(w.double()) ** 2
+    assert participation_ratio(w) == pytest.approx(float(s2.sum() ** 2 / (s2 ** 2).sum()),
+                                                   rel=1e-4)
+    assert spread_penalty(flat) == pytest.approx(0, abs=1e-4)
+    assert spread_penalty(rank_one) == pytest.approx(math.log(12), rel=1e-3)
+
+
+def test_spread_term_is_logged_and_spreads_the_predictions(tmp_path, shared_data):
+    """``spread`` adds the collapse penalty of every predicted weight matrix to the loss;
+    descending on it alone makes the predictions' spectra flatter."""
+    trainer = GHNTrainer(tiny_config(tmp_path / "run", spread=1.0, reg=0.0))
+    loss, metrics = trainer.loss()
+    assert metrics["spread_loss"] > 0
+    assert loss.item() == pytest.approx(metrics["task_loss"] + metrics["spread_loss"], rel=1e-5)
+    optimizer = torch.optim.Adam(trainer.model.parameters(), lr=1e-2)
+    before = metrics["spread_loss"]
+    for _ in range(20):
+        archs = [trainer._arch(s) for s in trainer.arch_seeds(0)]
+        predicted = trainer.model([a.graph for a in archs])
+        penalty = torch.stack([spread_penalty(t) for a, p in zip(archs, predicted, strict=True)
+                               for t in weight_matrices(a.graph, p)]).mean()
+        optimizer.zero_grad()
+        penalty.backward()
+        optimizer.step()
+    assert penalty.item() < 0.8 * before
+    assert "spread_loss" not in GHNTrainer(tiny_config(tmp_path / "plain")).loss()[1]
 
 
 def test_resume_is_exact(tmp_path, generator_config):

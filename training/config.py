@@ -44,6 +44,10 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     reg: float = 3e-5  # weight of the sum of predicted tensors' Frobenius norms (GHN-3)
+    # ghn: weight of the spread term, the mean over predicted weight matrices of
+    # -log(participation ratio / its largest value): it keeps a prediction's energy from
+    # collapsing onto a few directions, which makes it train slowly (bench/trainability.py)
+    spread: float = 0.0
     init: str | None = None  # start from this generator's weights (folder or shipped name)
     # ghn: start only the graph encoder from this generator (folder or shipped name), whatever
     # its decoder: a new decoder then learns from node embeddings that already know
@@ -101,12 +105,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.init and self.encoder_init:
             raise ValueError("init and encoder_init both set where the model starts: give one")
-        for name in ("noise", "encoder_init"):
+        for name in ("noise", "encoder_init", "spread"):
             if getattr(self, name) and self.generator != "ghn":
                 raise ValueError(f"{name} only applies to generator='ghn'")
         if self.noise is not None and not 0 <= self.noise < 1:
             raise ValueError(f"noise must be at least 0 and below 1 (the fraction of each "
                              f"weight's variance drawn at random), got {self.noise!r}")
+        if self.spread < 0:
+            raise ValueError(f"spread must be at least 0 (0: no spread term), got {self.spread}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

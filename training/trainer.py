@@ -17,6 +17,7 @@ import random
 import shutil
 import time
 from dataclasses import asdict, dataclass
+from math import prod
 from pathlib import Path
 from typing import Any
 
@@ -343,7 +344,38 @@ class GHNTrainer(Trainer):
                 losses.append(task_loss(arch.module, {**params, **buffers}, x, y))
             task = torch.stack(losses).mean()
             norm = sum(t.float().norm() for p in predicted for t in p.values()) / len(archs)
-        return task + cfg.reg * norm, {"task_loss": task.item(), "param_norm": norm.item()}
+        metrics = {"task_loss": task.item(), "param_norm": norm.item()}
+        loss = task + cfg.reg * norm
+        if cfg.spread:
+            matrices = [t for a, p in zip(archs, predicted, strict=True)
+                        for t in weight_matrices(a.graph, p)]
+            collapse = torch.stack([spread_penalty(t) for t in matrices]).mean()
+            metrics["spread_loss"] = collapse.item()
+            loss = loss + cfg.spread * collapse
+        return loss, metrics
+
+
+def participation_ratio(weight: torch.Tensor) -> torch.Tensor:
+    """``(sum s^2)^2 / sum s^4`` of the singular values ``s`` of ``weight`` viewed as output
+    channels by the rest: how many directions carry its energy (1 for rank one, the smaller
+    side for a flat spectrum). Differentiable; from the Gram matrix of the smaller side."""
+    w = weight.float().flatten(1)
+    gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+    return torch.diagonal(gram).sum() ** 2 / (gram * gram).sum().clamp_min(1e-30)
+
+
+def spread_penalty(weight: torch.Tensor) -> torch.Tensor:
+    """``-log`` of the participation ratio's share of its largest value: 0 for a flat
+    spectrum, ``log(min(out, in))`` for rank one."""
+    return -torch.log(participation_ratio(weight) / min(weight.flatten(1).shape))
+
+
+def weight_matrices(graph: graphs.ArchGraph, tensors: dict[str, torch.Tensor],
+                    ) -> list[torch.Tensor]:
+    """The predicted weights the spread term covers: every weight matrix or kernel with more
+    than one row and column."""
+    return [tensors[p.name] for p in graph.params
+            if p.role == "weight" and len(p.shape) >= 2 and min(p.shape[0], prod(p.shape[1:])) > 1]
 
 
 def as_predicted(graph: graphs.ArchGraph, tensors: dict[str, torch.Tensor], noise: float,
