@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from hyperinit.paths import cache_home
 
 
 def _default_generators() -> tuple[str, ...]:
@@ -18,8 +19,7 @@ def _default_generators() -> tuple[str, ...]:
 
 
 def _default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "hyperinit" / "serve"
+    return cache_home() / "serve"
 
 
 @dataclass

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 import training.data as data
+from hyperinit.paths import cache_home
 from training.data import (
     CIFAR10_CLASSES,
     CharText,
@@ -81,6 +82,20 @@ def test_cifar_train_split_and_its_cache(shared_data, monkeypatch):
     monkeypatch.setattr(data, "_decode_all", lambda *a: pytest.fail("cache was not used"))
     cached, cached_labels = load_cifar10(split="train")  # the default path is the shared zip
     assert torch.equal(cached, images) and torch.equal(cached_labels, labels)
+
+
+def test_default_cache_is_the_users_not_the_packages(tmp_path, monkeypatch):
+    """An installed package never writes beside its modules: the decoded arrays go to
+    ``$HYPERINIT_CACHE/images`` (else the XDG cache folder)."""
+    write_images(tmp_path / "src", {"train/a": 2})
+    archive = zip_folder(tmp_path / "src", tmp_path / "tiny.zip")
+    monkeypatch.setenv("HYPERINIT_CACHE", str(tmp_path / "home"))
+    load_cifar10(archive, split="train")
+    assert [f.name.endswith("-train-v1.npz") for f in (tmp_path / "home/images").iterdir()] == [
+        True]
+    monkeypatch.delenv("HYPERINIT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_home() == tmp_path / "xdg" / "hyperinit"
 
 
 def test_zip_cache_is_keyed_by_content_and_reused(tmp_path, monkeypatch):

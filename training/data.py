@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from hyperinit.paths import cache_home
 from hyperinit.safetensors_io import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +47,7 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CACHE_VERSION = 1  # bump when the cached layout changes
+USER_CACHE = "user-cache"  # load_cifar10's default cache_dir: hyperinit.paths.cache_home()
 _LAYOUTS = ("a zip or ImageFolder directory with <split>/<class>/<image>.jpg|png entries "
             f"(the default is {CIFAR10_FILE} in the data folder, ${DATA_ENV})")
 
@@ -70,7 +72,7 @@ def data_dir() -> Path:
 
 # ----- images ------------------------------------------------------------------------------
 def load_cifar10(root: str | os.PathLike | None = None, split: str = "train",
-                 cache_dir: str | os.PathLike | None = ".cache",
+                 cache_dir: str | os.PathLike | None = USER_CACHE,
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """All images of one split as ``(uint8 (N, 3, H, W), long (N,))``, in sorted-name order.
 
@@ -78,8 +80,8 @@ def load_cifar10(root: str | os.PathLike | None = None, split: str = "train",
     folder's ``cifar10-jpg.zip``, :func:`data_dir`) or an ImageFolder directory
     ``root/<split>/<class>/*.jpg|png``. Labels index the sorted class folder names, which
     for CIFAR-10 is :data:`CIFAR10_CLASSES`. A zip's decoded arrays are cached in
-    ``cache_dir`` (relative paths are taken from the repository root; ``None`` disables the
-    cache) under its sha256, so later loads take well under a second.
+    ``cache_dir`` (default: ``images`` in :func:`hyperinit.paths.cache_home`; ``None``
+    disables the cache) under its sha256, so later loads take well under a second.
     """
     path = Path(root) if root is not None else data_dir() / CIFAR10_FILE
     if not path.exists():
@@ -98,7 +100,8 @@ def _load_zip(path: Path, split: str, cache_dir: str | os.PathLike | None,
     cache = None
     if cache_dir is not None:
         digest = hashlib.sha256(blob).hexdigest()[:16]
-        cache = REPO / cache_dir / f"images-{digest}-{split}-v{CACHE_VERSION}.npz"
+        folder = cache_home() / "images" if cache_dir == USER_CACHE else Path(cache_dir)
+        cache = folder / f"images-{digest}-{split}-v{CACHE_VERSION}.npz"
         if cache.exists():
             with np.load(cache) as arrays:
                 return torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"])
