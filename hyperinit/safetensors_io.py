@@ -246,7 +246,8 @@ def write_state(target: Path, infos: list[TensorInfo],
                                         suffix=".tmp"))
         try:
             names = _write_folder(staging, infos, stream, metadata, max_shard_size)
-            _replace_folder(staging, target)
+            check_target(target)  # again: files may have appeared while the init was written
+            replace_folder(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     except OSError as err:
@@ -259,15 +260,15 @@ def write_state(target: Path, infos: list[TensorInfo],
     return [target / name for name in names]
 
 
-def _replace_folder(staging: Path, target: Path) -> None:
-    """Put the finished folder ``staging`` at ``target``, in place of an earlier init there.
+def replace_folder(staging: Path, target: Path) -> None:
+    """Put the finished folder ``staging`` at ``target``, in place of an earlier one there
+    (an init, a generator).
 
-    A new or empty ``target`` is replaced in one rename. An earlier init takes two: it is
+    A new or empty ``target`` is replaced in one rename. An earlier folder takes two: it is
     moved aside, then ``staging`` moves in (and the old one is deleted), so at no moment
     does ``target`` hold a mix of old and new files; a crash between the renames leaves the
-    old init beside it as a hidden ``.NAME.*.tmp.old`` folder.
+    old folder beside it as ``<staging>.old``.
     """
-    check_target(target)  # again: files may have appeared while the init was written
     os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes it private to its owner
     if not (target.is_dir() and any(target.iterdir())):
         os.replace(staging, target)

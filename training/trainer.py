@@ -38,7 +38,7 @@ from hyperinit import (
     load_generator,
 )
 from hyperinit.predict import add_noise
-from hyperinit.safetensors_io import atomic_path
+from hyperinit.safetensors_io import atomic_path, replace_folder
 
 from . import data, samplers
 from .config import TrainConfig, drop_removed
@@ -221,10 +221,10 @@ class Trainer:
         with atomic_path(self.out / CHECKPOINT) as tmp:
             torch.save(state, tmp)
         staging = self.out / f".{GENERATOR_DIR}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
+        for leftover in (staging, staging.with_name(f"{staging.name}.old")):  # a crash's
+            shutil.rmtree(leftover, ignore_errors=True)
         self.model.save_pretrained(staging)
-        shutil.rmtree(self.out / GENERATOR_DIR, ignore_errors=True)
-        os.replace(staging, self.out / GENERATOR_DIR)
+        replace_folder(staging, self.out / GENERATOR_DIR)
         from .plots import plot_metrics
 
         plot_metrics(self.out / METRICS, self.out / "curves.png")
