@@ -3,9 +3,16 @@
 Parameters are cut into fixed-size tokens (:class:`WeightTokenizer`); a small transformer
 (:class:`WeightDiffusion`) denoises the token sequence of one architecture. Each token knows
 its tensor's node in the graph (through the node embedding of a graph encoder the model
-owns, so one model serves many architectures), the tensor's role, and its position in the
-tensor. Noise schedules come from ``diffusers``: DDPM (linear betas 1e-4..2e-2, 1000
+owns, so one model serves many architectures), the tensor's role and size, and its position
+in the tensor. Noise schedules come from ``diffusers``: DDPM (linear betas 1e-4..2e-2, 1000
 steps, epsilon or clean-sample prediction) for training and DDIM for sampling.
+
+Attention is local: the token sequence is cut into windows of ``window`` tokens and each
+window attends only within itself, so a model of any size costs time linear in its
+parameter count, and sampling runs a batch of windows at a time with memory bounded by the
+batch, not the model; training learns a few random windows of each model per step.
+Checkpoints from before windows (no ``window`` in their config.json) attend over the whole
+sequence, as they were trained to, and so still take at most :data:`MAX_TOKENS` tokens.
 
 Tokens hold the raw parameter values, so decoding is exact by construction. The model
 works on per-tensor normalized tokens ``(x - mean) / std``; the stats of an unseen
@@ -39,7 +46,8 @@ from .target import Arch, parse_dtype, reset_buffers, resolve_target
 
 SCHEDULER_FILE = "scheduler_config.json"
 _MIN_STD = 1e-4  # constant tensors (LayerNorm weights at init) get this std
-# Attention is full over an architecture's tokens: its memory grows with their square.
+# A full-attention model (window None) attends over all of an architecture's tokens at once:
+# its memory grows with their square, so it refuses more.
 MAX_TOKENS = 8192
 
 
@@ -182,6 +190,12 @@ class DiffusionConfig:
     probability of dropping the task in training (classifier-free guidance); ``stats_weight``
     weighs the per-tensor stats loss against the denoising loss; ``prediction_type`` is
     what the denoiser outputs (:func:`default_scheduler`).
+
+    ``window`` is how many consecutive tokens attend to each other (None: the whole sequence,
+    as checkpoints from before windows do); ``sinusoidal_positions`` adds a fixed sinusoidal
+    code of the position in the tensor to the learned one, so chunks past ``positions`` stay
+    apart; ``train_windows`` is how many consecutive windows of a model one training sample
+    denoises (a random run of them when the model has more).
     """
 
     chunk: int = 64
@@ -194,15 +208,28 @@ class DiffusionConfig:
     cond_drop: float = 0.1
     stats_weight: float = 0.1
     prediction_type: str = "epsilon"
+    window: int | None = 256
+    sinusoidal_positions: bool = True
+    train_windows: int = 8
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, "
                              f"got {self.prediction_type!r}")
+        if self.window is not None and self.window < 1:
+            raise ValueError(f"window must be positive or None (full attention), got "
+                             f"{self.window}")
+        if self.train_windows < 1:
+            raise ValueError(f"train_windows must be positive, got {self.train_windows}")
+
+    @property
+    def train_tokens(self) -> int | None:
+        """Most tokens of one model a training sample holds (None: all of them)."""
+        return None if self.window is None else self.window * self.train_windows
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal embedding ``(B, dim)`` of integer diffusion timesteps."""
+    """Sinusoidal embedding ``(B, dim)`` of integers (diffusion timesteps, positions)."""
     half = dim // 2
     freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device) / half)
     angles = t.float()[:, None] * freqs[None]
@@ -212,8 +239,9 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 class WeightDiffusion(Generator):
     """Transformer denoiser over the weight tokens of one architecture, graph-conditioned.
 
-    A token's input is ``linear(noisy chunk) + position + role + node embedding + timestep
-    (+ task)``; its output is the predicted noise or clean tokens (``prediction_type``).
+    A token's input is ``linear(noisy chunk) + position + role + size + node embedding +
+    timestep (+ task)``; its output is the predicted noise or clean tokens
+    (``prediction_type``). Tokens attend within their window of ``config.window``.
     ``self.scheduler`` is the DDPM training schedule, saved beside the weights as
     ``scheduler_config.json``.
     """
@@ -245,6 +273,14 @@ class WeightDiffusion(Generator):
         nn.init.zeros_(self.out.bias)
         self.stats = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 2))
 
+    @classmethod
+    def config_from_dict(cls, config: dict[str, Any]) -> DiffusionConfig:
+        """A config.json without ``window`` was written before windows: its model attends
+        over whole sequences, with learned positions only, as it was trained."""
+        before_windows = {} if "window" in config else {"window": None,
+                                                        "sinusoidal_positions": False}
+        return DiffusionConfig(**{**before_windows, **config})
+
     @property
     def null_task(self) -> int:
         return self.config.num_tasks
@@ -262,38 +298,78 @@ class WeightDiffusion(Generator):
         """``(params, 2)``: predicted per-tensor mean and log-std."""
         return self.stats(self._tensor_features(meta, node_emb))
 
+    def _position(self, position: torch.Tensor) -> torch.Tensor:
+        """``(tokens, hidden)`` embedding of chunk positions within their tensors."""
+        emb = self.position(position.clamp(max=self.config.positions - 1))
+        if self.config.sinusoidal_positions:
+            emb = emb + timestep_embedding(position, self.config.hidden)
+        return emb
+
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, metas: Sequence[TokenMeta],
                 node_embs: Sequence[torch.Tensor], tasks: torch.Tensor | None = None,
-                ) -> torch.Tensor:
+                starts: Sequence[int] | None = None) -> torch.Tensor:
         """Predicted noise or clean tokens ``(B, T, chunk)`` for padded normalized ``noisy``.
 
         ``metas[b]``/``node_embs[b]`` describe sample ``b`` (several samples may share one
-        graph); tokens past ``len(metas[b].layer)`` are padding and are masked out.
+        graph); ``noisy[b]`` holds its tokens from ``starts[b]`` on (default 0: from the
+        first), a multiple of ``config.window`` so windows stay where they are; tokens past
+        its last one are padding and are masked out.
         """
         b, t, _ = noisy.shape
-        if t > MAX_TOKENS:
-            raise GeneratorLimitError(
-                f"{metas[0].graph.name or 'this architecture'} has {t} weight tokens; the "
-                f"weight-diffusion generator attends over all of them at once and takes at most "
-                f"{MAX_TOKENS} ({MAX_TOKENS * self.config.chunk:,} parameters at chunk "
-                f"{self.config.chunk}). Use a hypernetwork (ghn-*) generator for larger models")
+        starts = [0] * b if starts is None else list(starts)
+        self._check_span(t, starts, metas[0])
         dev = noisy.device
-        last = self.config.positions - 1
         cond = torch.zeros(b, t, self.config.hidden, device=dev)
         keep = torch.zeros(b, t, dtype=torch.bool, device=dev)
-        for i, (meta, emb) in enumerate(zip(metas, node_embs, strict=True)):
-            n = len(meta.layer)
+        for i, (meta, emb, start) in enumerate(zip(metas, node_embs, starts, strict=True)):
+            rows = slice(start, start + t)
+            layer, position = meta.layer[rows].to(dev), meta.position[rows].to(dev)
+            n = len(layer)
             per_tensor = self._tensor_features(meta, emb)
-            cond[i, :n] = per_tensor[meta.layer.to(dev)] + self.position(
-                meta.position.clamp(max=last).to(dev))
+            cond[i, :n] = per_tensor[layer] + self._position(position)
             keep[i, :n] = True
         h = self.inp(noisy) + cond
         h = h + self.time(timestep_embedding(timesteps, self.config.hidden))[:, None]
         if tasks is None:
             tasks = torch.full((b,), self.null_task, dtype=torch.long, device=dev)
         h = h + self.task(tasks)[:, None]
-        h = self.blocks(h, src_key_padding_mask=~keep)
-        return self.out(self.norm(h))
+        return self.out(self.norm(self._attend(h, keep)))
+
+    def _check_span(self, tokens: int, starts: Sequence[int], meta: TokenMeta) -> None:
+        """Refuse spans the attention cannot take: a full-attention model's longer than
+        :data:`MAX_TOKENS` or not from the first token, windows cut off their start."""
+        window = self.config.window
+        if window is None and tokens > MAX_TOKENS:
+            raise GeneratorLimitError(
+                f"{meta.graph.name or 'this architecture'} has {tokens} weight tokens; this "
+                f"weight-diffusion checkpoint (from before windows) attends over all of them at "
+                f"once and takes at most {MAX_TOKENS} ({MAX_TOKENS * self.config.chunk:,} "
+                f"parameters at chunk {self.config.chunk}). Use a windowed weight-diffusion "
+                "generator or a hypernetwork (ghn-*) for larger models")
+        if window is None and any(starts):
+            raise ValueError("a full-attention model denoises whole sequences: starts must be 0")
+        if window is not None and any(s % window for s in starts):
+            raise ValueError(f"starts must be multiples of the window ({window}), got "
+                             f"{list(starts)}")
+
+    def _attend(self, h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """The transformer over ``h`` ``(B, T, hidden)``: each window of ``config.window``
+        tokens on its own (the whole sequence when None), ``keep`` False on padding."""
+        window = self.config.window
+        if window is None:
+            return self.blocks(h, src_key_padding_mask=~keep)
+        b, t, d = h.shape
+        pad = -t % window
+        windows = F.pad(h, (0, 0, 0, pad)).reshape(-1, window, d)
+        keep = F.pad(keep, (0, pad)).reshape(-1, window)
+        out = torch.zeros_like(windows)
+        full = keep.all(1)  # these run unmasked: torch's masked attention is slower on CPU
+        part = keep.any(1) & ~full  # a window of padding alone has nothing to attend to
+        if full.any():
+            out[full] = self.blocks(windows[full])
+        if part.any():
+            out[part] = self.blocks(windows[part], src_key_padding_mask=~keep[part])
+        return out.reshape(b, t + pad, d)[:, :t]
 
     def iter_tensors(self, graph: ArchGraph, seed: int = 0,
                      ) -> Iterator[tuple[str, torch.Tensor]]:
@@ -326,20 +402,37 @@ def _pad(tokens: Sequence[torch.Tensor]) -> torch.Tensor:
     return nn.utils.rnn.pad_sequence(list(tokens), batch_first=True)
 
 
+def train_start(config: DiffusionConfig, tokens: int) -> int:
+    """Where a training sample of a ``tokens``-long model starts: 0 when its
+    ``config.train_tokens`` cover it, else a random window (torch's global generator) with
+    ``train_windows`` windows from it on."""
+    span = config.train_tokens
+    if span is None or tokens <= span:
+        return 0
+    last = math.ceil(tokens / config.window) - config.train_windows
+    return int(torch.randint(0, last + 1, ())) * config.window
+
+
 def diffusion_loss(model: WeightDiffusion, batch: Sequence[tuple[torch.Tensor, TokenMeta]],
                    tasks: Sequence[int] | None = None) -> torch.Tensor:
     """Denoising loss (MSE of the predicted noise or clean tokens, on real values) plus the
     weighted per-tensor stats loss.
 
     ``batch`` holds ``WeightTokenizer.encode`` outputs; ``tasks`` their task ids when the
-    model is task-conditioned (dropped with probability ``cond_drop``). Randomness comes
-    from torch's global generator, so a trainer seeds it.
+    model is task-conditioned (dropped with probability ``cond_drop``). Each sample
+    denoises a random run of ``train_windows`` windows of its model (all of it when it is
+    shorter, or when attention is full), so a step costs the same for a model of any size.
+    Randomness comes from torch's global generator, so a trainer seeds it.
     """
     dev = model.inp.weight.device
     metas = [meta for _, meta in batch]
     node_embs = model.embed([meta.graph for meta in metas])
-    clean = _pad([meta.normalize(tok) for tok, meta in batch]).to(dev)
-    mask = _pad([meta.mask for meta in metas]).to(dev)
+    starts = [train_start(model.config, len(meta.layer)) for meta in metas]
+    rows = [slice(start, start + (model.config.train_tokens or len(meta.layer)))
+            for start, meta in zip(starts, metas, strict=True)]
+    clean = _pad([meta.normalize(tok)[r] for (tok, meta), r in zip(batch, rows, strict=True)])
+    clean = clean.to(dev)
+    mask = _pad([meta.mask[r] for meta, r in zip(metas, rows, strict=True)]).to(dev)
     noise = torch.randn_like(clean)
     steps = model.scheduler.config.num_train_timesteps
     timesteps = torch.randint(0, steps, (len(batch),), device=dev)
@@ -349,7 +442,7 @@ def diffusion_loss(model: WeightDiffusion, batch: Sequence[tuple[torch.Tensor, T
         task_ids = torch.as_tensor(list(tasks), dtype=torch.long, device=dev)
         drop = torch.rand(len(batch), device=dev) < model.config.cond_drop
         task_ids = task_ids.masked_fill(drop, model.null_task)
-    pred = model(noisy, timesteps, metas, node_embs, task_ids)
+    pred = model(noisy, timesteps, metas, node_embs, task_ids, starts)
     target = noise if model.config.prediction_type == "epsilon" else clean
     denoise = ((pred - target) ** 2 * mask).sum() / (mask.sum() * 1.0)
     stats = torch.cat([model.predict_stats(meta, emb) for meta, emb in zip(metas, node_embs,
@@ -359,10 +452,15 @@ def diffusion_loss(model: WeightDiffusion, batch: Sequence[tuple[torch.Tensor, T
 
 
 # ----- sampling ----------------------------------------------------------------------------
+WINDOW_BATCH = 64  # windows sampled at once: bounds sampling memory, whatever the model size
+DDIM_STEPS = 50  # sampling steps when none are given
+
+
 @torch.no_grad()
 def sample_state_dicts(model: WeightDiffusion, graph: ArchGraph, n: int = 1, seed: int = 0,
-                       steps: int = 50, guidance: float = 1.0, task: int | None = None,
-                       clip: float | None = 4.0) -> list[dict[str, torch.Tensor]]:
+                       steps: int = DDIM_STEPS, guidance: float = 1.0, task: int | None = None,
+                       clip: float | None = 4.0, window_batch: int = WINDOW_BATCH,
+                       ) -> list[dict[str, torch.Tensor]]:
     """``n`` sampled parameter dicts for ``graph`` (tied aliases included, no buffers).
 
     DDIM with ``steps`` steps and eta 0: the seed fixes the starting noise, so a seed gives
@@ -371,9 +469,15 @@ def sample_state_dicts(model: WeightDiffusion, graph: ArchGraph, n: int = 1, see
     predicted clean tokens to that many per-tensor stds (DDIM's ``clip_sample``): without
     it an undertrained denoiser's early x0 estimates blow up (a tiny test model gave
     weights 80x too large); ``None`` turns it off.
+
+    Windows do not see each other, so a windowed model runs all DDIM steps on
+    ``window_batch`` windows before the next ones: memory holds the sampled values and one
+    batch of windows' activations (a full-attention model takes its whole sequence at once).
+    ``window_batch`` changes no value (beyond float rounding in batched matrix products).
     """
-    if n < 1 or steps < 1:
-        raise ValueError(f"n and steps must be positive, got n={n}, steps={steps}")
+    if n < 1 or steps < 1 or window_batch < 1:
+        raise ValueError(f"n, steps and window_batch must be positive, got n={n}, "
+                         f"steps={steps}, window_batch={window_batch}")
     if task is not None and not 0 <= task < model.config.num_tasks:
         raise ValueError(f"task {task} is out of range: this generator knows "
                          f"{model.config.num_tasks} tasks")
@@ -384,22 +488,37 @@ def sample_state_dicts(model: WeightDiffusion, graph: ArchGraph, n: int = 1, see
     stats = model.predict_stats(model.tokenizer.layout(graph), node_emb).double().cpu()
     meta = replace(model.tokenizer.layout(graph), mean=stats[:, 0], std=stats[:, 1].exp())
     gen = torch.Generator().manual_seed(int(seed))
-    x = torch.randn(n, len(meta.layer), meta.chunk, generator=gen).to(dev)
+    x = torch.randn(n, len(meta.layer), meta.chunk, generator=gen)
     scheduler = DDIMScheduler.from_config(  # one per call: set_timesteps mutates it
         model.scheduler.config, clip_sample=clip is not None, clip_sample_range=clip or 1.0)
     scheduler.set_timesteps(steps)
-    metas, embs = [meta] * n, [node_emb] * n
+    span = len(meta.layer) if model.config.window is None else model.config.window * window_batch
     null = torch.full((n,), model.null_task, dtype=torch.long, device=dev)
-    cond = None if task is None else torch.full_like(null, task)
-    for t in scheduler.timesteps:
-        timesteps = torch.full((n,), int(t), dtype=torch.long, device=dev)
-        out = model(x, timesteps, metas, embs, cond if cond is not None else null)
-        if cond is not None and guidance != 1.0:
-            uncond = model(x, timesteps, metas, embs, null)
-            out = uncond + guidance * (out - uncond)
-        x = scheduler.step(out, t, x).prev_sample
+    tasks = null if task is None else torch.full_like(null, task)
+    uncond = null if task is not None and guidance != 1.0 else None
+    for start in range(0, len(meta.layer), span):
+        noisy = x[:, start:start + span].to(dev)
+        x[:, start:start + span] = _denoise(model, scheduler, noisy, start, meta, node_emb,
+                                            tasks, uncond, guidance).cpu()
     model.train(was_training)
-    return [model.tokenizer.decode(meta.denormalize(xi.cpu()).float(), meta) for xi in x]
+    return [model.tokenizer.decode(meta.denormalize(xi).float(), meta) for xi in x]
+
+
+def _denoise(model: WeightDiffusion, scheduler: DDIMScheduler, x: torch.Tensor, start: int,
+             meta: TokenMeta, node_emb: torch.Tensor, tasks: torch.Tensor,
+             uncond: torch.Tensor | None, guidance: float) -> torch.Tensor:
+    """Every DDIM step on noisy tokens ``x`` ``(n, span, chunk)``, tokens ``start`` on of
+    ``meta``; with ``uncond`` tasks, classifier-free guidance of weight ``guidance``."""
+    n = len(x)
+    metas, embs, starts = [meta] * n, [node_emb] * n, [start] * n
+    for t in scheduler.timesteps:
+        timesteps = torch.full((n,), int(t), dtype=torch.long, device=x.device)
+        out = model(x, timesteps, metas, embs, tasks, starts)
+        if uncond is not None:
+            free = model(x, timesteps, metas, embs, uncond, starts)
+            out = free + guidance * (out - free)
+        x = scheduler.step(out, t, x).prev_sample
+    return x
 
 
 def load_diffusion(generator: str | os.PathLike | WeightDiffusion) -> WeightDiffusion:
@@ -410,15 +529,17 @@ def load_diffusion(generator: str | os.PathLike | WeightDiffusion) -> WeightDiff
 
 
 def sample(arch: Arch, generator: str | os.PathLike | WeightDiffusion, *, n: int = 1,
-           seed: int = 0, num_classes: int | None = None, steps: int = 50,
+           seed: int = 0, num_classes: int | None = None, steps: int = DDIM_STEPS,
            guidance: float = 1.0, task: int | None = None, clip: float | None = 4.0,
-           dtype: str | torch.dtype | None = None, **kwargs: Any) -> list[dict[str, torch.Tensor]]:
+           window_batch: int = WINDOW_BATCH, dtype: str | torch.dtype | None = None,
+           **kwargs: Any) -> list[dict[str, torch.Tensor]]:
     """``n`` sampled inits of ``arch``, each with exactly the keys of ``model.state_dict()``.
 
     ``arch`` is resolved as by :func:`hyperinit.predict_state_dict` (spec string, dict or
     module; ``num_classes`` and ``kwargs`` go to the constructor). Buffers come from the
     model with BatchNorm statistics reset. ``dtype`` defaults to each parameter's dtype. See
-    :func:`sample_state_dicts` for ``steps``, ``guidance``, ``task`` and ``clip``.
+    :func:`sample_state_dicts` for ``steps``, ``guidance``, ``task``, ``clip`` and
+    ``window_batch``.
     """
     target = resolve_target(arch, num_classes, kwargs)
     cast = parse_dtype(dtype)
@@ -426,7 +547,7 @@ def sample(arch: Arch, generator: str | os.PathLike | WeightDiffusion, *, n: int
     reference = target.module.state_dict()
     out = []
     for params in sample_state_dicts(load_diffusion(generator), target.graph, n, seed, steps,
-                                     guidance, task, clip):
+                                     guidance, task, clip, window_batch):
         state = OrderedDict((k, params[k].to(cast or reference[k].dtype)) for k in params)
         for name, value in buffers:
             float_cast = cast if cast is not None and value.is_floating_point() else value.dtype

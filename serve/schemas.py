@@ -85,7 +85,7 @@ class GeneratorInfo(BaseModel):
     default: bool = Field(description="Used when a request names no generator.")
     kind: str = Field(description="The generator's kind (hyperinit.generator.KINDS).",
                       examples=["graph-hypernetwork"])
-    config: dict[str, bool | int | float | str] = Field(
+    config: dict[str, bool | int | float | str | None] = Field(
         description="The generator's network config (GHNConfig or DiffusionConfig).",
         examples=[{"hidden": 64, "layers": 3, "heads": 8, "rank": 32, "features": 512,
                   "decoder": "index"}])

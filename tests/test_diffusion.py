@@ -230,12 +230,6 @@ def test_classifier_free_guidance(graph, zoo):
         sample_state_dicts(model, graph, task=2)
 
 
-def test_too_many_tokens_is_a_clear_error(trained):
-    big = graphs.build(nn.Sequential(nn.Linear(1024, 160)))  # 164k values: 10250 tokens of 16
-    with pytest.raises(ValueError, match="has 10250 weight tokens.*at most 8192.*ghn"):
-        sample_state_dicts(trained[0], big, steps=1)
-
-
 def test_predict_cli_takes_a_diffusion_folder(tmp_path, trained, capsys):
     trained[0].save_pretrained(tmp_path / "diffusion")
     out = tmp_path / "linear.safetensors"
@@ -248,9 +242,9 @@ def test_predict_cli_takes_a_diffusion_folder(tmp_path, trained, capsys):
         assert f.metadata()["hyperinit.seed"] == "3"
         weight = f.get_tensor("weight")
     assert weight.shape == (16, 8) and torch.isfinite(weight).all()
-    big = ["predict", "python:torch.nn:Linear", "--config",
+    big = ["predict", "python:torch.nn:Linear", "--config",  # 10,250 tokens: 41 windows
            '{"in_features": 1024, "out_features": 160}', "--generator",
            str(tmp_path / "diffusion"), "--out", str(tmp_path / "big.safetensors")]
-    assert main(big) == 2
-    assert "at most 8192" in capsys.readouterr().err
-    assert not (tmp_path / "big.safetensors").exists()
+    assert main(big) == 0, capsys.readouterr().err
+    with safe_open(tmp_path / "big.safetensors", "pt") as f:
+        assert f.get_tensor("weight").shape == (160, 1024)

@@ -42,12 +42,14 @@ from serve.service import InitService
 @pytest.fixture(scope="module")
 def main(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The server most tests share: ``untrained`` (the default) and two tiny saved generators,
-    a hypernetwork and a weight-diffusion model."""
+    a hypernetwork and a weight-diffusion model (full attention, as checkpoints from before
+    windows: it has a token limit)."""
     folder = tmp_path_factory.mktemp("serve")
     tiny = hyperinit.GHNConfig(hidden=16, layers=1, heads=2, rank=4, features=8)
     hyperinit.GraphHyperNetwork(tiny).save_pretrained(folder / "tiny-ghn")
     WeightDiffusion(DiffusionConfig(chunk=16, hidden=16, layers=1, heads=2, graph_layers=1,
-                                    positions=16)).save_pretrained(folder / "tiny-diffusion")
+                                    positions=16, window=None)).save_pretrained(
+        folder / "tiny-diffusion")
     generators = ("untrained", str(folder / "tiny-ghn"), str(folder / "tiny-diffusion"))
     with running(config(folder, generators=generators)) as server:
         yield server
