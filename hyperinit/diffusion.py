@@ -22,13 +22,14 @@ log-std from its node embedding and is trained alongside the denoiser.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -166,6 +167,18 @@ class WeightTokenizer:
 
 # ----- checkpoint files (same rules as the GHN's) ------------------------------------------
 PREDICTION_TYPES = ("epsilon", "sample")
+
+
+Scheduler = TypeVar("Scheduler", DDPMScheduler, DDIMScheduler)
+
+
+def scheduler_from_config(cls: type[Scheduler], config: Mapping[str, Any],
+                          **overrides: Any) -> Scheduler:
+    """``cls`` built from the arguments it takes in a diffusers scheduler ``config`` and from
+    ``overrides``: what ``cls.from_config`` makes, without first importing every scheduler
+    it lists as compatible (scipy among them: seconds of a fresh process)."""
+    names = inspect.signature(cls.__init__).parameters
+    return cls(**{**{k: v for k, v in config.items() if k in names}, **overrides})
 
 
 def default_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
@@ -391,7 +404,8 @@ class WeightDiffusion(Generator):
                                   f"checkpoint is {CONFIG_FILE} + {WEIGHTS_FILE} + "
                                   f"{SCHEDULER_FILE})")
         try:
-            self.scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(schedule))
+            self.scheduler = scheduler_from_config(DDPMScheduler,
+                                                   DDPMScheduler.load_config(schedule))
         except (OSError, ValueError, TypeError) as err:
             raise CheckpointError(f"{schedule} is not a valid DDPM scheduler config: {err}") \
                 from err
@@ -489,8 +503,9 @@ def sample_state_dicts(model: WeightDiffusion, graph: ArchGraph, n: int = 1, see
     meta = replace(model.tokenizer.layout(graph), mean=stats[:, 0], std=stats[:, 1].exp())
     gen = torch.Generator().manual_seed(int(seed))
     x = torch.randn(n, len(meta.layer), meta.chunk, generator=gen)
-    scheduler = DDIMScheduler.from_config(  # one per call: set_timesteps mutates it
-        model.scheduler.config, clip_sample=clip is not None, clip_sample_range=clip or 1.0)
+    scheduler = scheduler_from_config(  # one per call: set_timesteps mutates it
+        DDIMScheduler, model.scheduler.config, clip_sample=clip is not None,
+        clip_sample_range=clip or 1.0)
     scheduler.set_timesteps(steps)
     span = len(meta.layer) if model.config.window is None else model.config.window * window_batch
     null = torch.full((n,), model.null_task, dtype=torch.long, device=dev)

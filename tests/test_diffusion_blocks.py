@@ -134,3 +134,15 @@ def test_the_shipped_full_attention_model_samples_as_before():
     torch.testing.assert_close(states[0]["8.2.weight"].flatten()[:4], torch.tensor(
         [-0.13473540544509888, -0.08420482277870178, -0.06956944614648819,
          0.12903423607349396]))
+
+
+def test_schedulers_are_built_as_from_config_builds_them():
+    from diffusers import DDIMScheduler
+
+    from hyperinit.diffusion import default_scheduler, scheduler_from_config
+
+    training = default_scheduler("sample")
+    ours = scheduler_from_config(DDIMScheduler, training.config, clip_sample_range=4.0)
+    theirs = DDIMScheduler.from_config(training.config, clip_sample_range=4.0)
+    public = [{k: v for k, v in s.config.items() if not k.startswith("_")} for s in (ours, theirs)]
+    assert public[0] == public[1] and torch.equal(ours.alphas_cumprod, theirs.alphas_cumprod)
