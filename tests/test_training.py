@@ -88,6 +88,14 @@ def test_diffusion_learns_the_last_step_or_the_one_named(tmp_path, tiny_zoo):
         make_trainer(tiny_config(tmp_path / "c", "diffusion", zoo=tiny_zoo[0].out, zoo_step=3))
 
 
+def test_diffusion_window_options_reach_the_model(tmp_path, tiny_zoo):
+    model = make_trainer(tiny_config(tmp_path / "run", "diffusion", zoo=tiny_zoo[0].out,
+                                     window=4, train_windows=2)).model
+    assert (model.config.window, model.config.train_windows) == (4, 2)
+    with pytest.raises(ValueError, match="train_windows only apply to generator='diffusion'"):
+        TrainConfig(window=4, train_windows=2)
+
+
 def test_generator_options_are_checked(tmp_path):
     with pytest.raises(ValueError, match="set zoo=FOLDER"):
         tiny_config(tmp_path, "diffusion")

@@ -66,6 +66,8 @@ class TrainConfig:
     chunk: int | None = None  # diffusion: values per weight token
     graph_layers: int | None = None  # diffusion: depth of its graph encoder
     prediction_type: str | None = None  # diffusion: "epsilon" (noise) or "sample" (weights)
+    window: int | None = None  # diffusion: tokens per attention window
+    train_windows: int | None = None  # diffusion: windows of a model denoised per step
     # run
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda"
@@ -125,7 +127,8 @@ class TrainConfig:
 
 # Model options that only one generator has (set for the other one: an error).
 SIZE_OPTIONS = {"ghn": ("rank", "features"),
-                "diffusion": ("chunk", "graph_layers", "prediction_type")}
+                "diffusion": ("chunk", "graph_layers", "prediction_type", "window",
+                              "train_windows")}
 
 
 def as_tuple(value: Any) -> tuple:
