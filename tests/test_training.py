@@ -23,6 +23,7 @@ from training.trainer import (
     spread_penalty,
     weight_matrices,
 )
+from training.trainer import build_arch as sampled_arch
 from training.zoo import build_arch
 
 TINY = {"ghn": {"hidden": 16, "layers": 1, "heads": 2, "rank": 4, "features": 8,
@@ -187,8 +188,8 @@ def test_spread_term_is_logged_and_spreads_the_predictions(tmp_path, shared_data
     assert loss.item() == pytest.approx(metrics["task_loss"] + metrics["spread_loss"], rel=1e-5)
     optimizer = torch.optim.Adam(trainer.model.parameters(), lr=1e-2)
     before = metrics["spread_loss"]
+    archs = [sampled_arch(trainer.sampler, s, trainer.cfg) for s in trainer.arch_seeds(0)]
     for _ in range(20):
-        archs = [trainer._arch(s) for s in trainer.arch_seeds(0)]
         predicted = trainer.model([a.graph for a in archs])
         penalty = torch.stack([spread_penalty(t) for a, p in zip(archs, predicted, strict=True)
                                for t in weight_matrices(a.graph, p)]).mean()
