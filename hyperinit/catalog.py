@@ -18,7 +18,9 @@ from .generator import Generator
 from .ghn import GraphHyperNetwork
 from .hub import HUB_PREFIX, parse_ref
 
-SHIPPED = Path(__file__).resolve().parent / "checkpoints"  # package data: wheels carry it
+# The shipped generators: package data in a wheel, the checkout's checkpoints/ otherwise.
+_PACKAGED = Path(__file__).resolve().parent / "checkpoints"
+SHIPPED = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[1] / "checkpoints"
 UNTRAINED = "untrained"
 
 GeneratorRef = str | os.PathLike | Generator | None  # what load_generator accepts

@@ -84,12 +84,14 @@ def test_the_shipped_generators_are_there():
 
 
 def test_the_shipped_generators_are_package_data():
-    """Every file of hyperinit/checkpoints matches pyproject.toml's package-data, so a wheel
-    carries it (``.ci/wheel`` predicts with the installed one)."""
-    root = Path(hyperinit.__file__).parent
+    """Every file of the checkout's checkpoints/ matches pyproject.toml's package-data for
+    the hyperinit.checkpoints package it is mapped to, so a wheel carries it (``.ci/wheel``
+    predicts with the installed one)."""
+    root = Path(hyperinit.__file__).parents[1]
     assert root / "checkpoints" == SHIPPED
-    config = tomllib.loads((root.parent / "pyproject.toml").read_text())
-    patterns = config["tool"]["setuptools"]["package-data"]["hyperinit.checkpoints"]
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"]["hyperinit.checkpoints"] == "checkpoints"
+    patterns = setuptools["package-data"]["hyperinit.checkpoints"]
     files = [p.relative_to(SHIPPED).as_posix() for p in SHIPPED.rglob("*") if p.is_file()]
     assert files and all(any(fnmatch(f, pattern) for pattern in patterns) for f in files)
 
