@@ -12,6 +12,7 @@ import graphs
 from training.data import TextBatches, load_cifar10, load_text, normalize
 from training.samplers import (
     HELD_OUT_SEED_START,
+    BNResNet,
     ConvNeXtLike,
     GPT2Like,
     GPTLike,
@@ -21,9 +22,10 @@ from training.samplers import (
     held_out,
     image_samplers,
     mixed,
+    zoo_samplers,
 )
 
-SAMPLERS = [*image_samplers(), GPTLike(), GPT2Like()]
+SAMPLERS = [*zoo_samplers(), GPTLike(), GPT2Like()]
 SEEDS = range(6)
 
 
@@ -108,6 +110,24 @@ def test_families_cover_their_design_space(traced):
     hf = [(m, g) for _, m, g in traced["hfgpt2"]]  # gpt2-char's layout: Conv1D, (in, out)
     assert all(p.in_out for _, g in hf for p in g.params if p.name.endswith("c_attn.weight"))
     assert 0 < sum(m.config.tie_word_embeddings for m, _ in hf) < len(SEEDS)
+
+
+def test_bnresnets_are_batchnorm_resnets_of_several_widths_and_depths(traced):
+    runs = traced["bnresnet"]
+    norms = {n.op for _, _, g in runs for n in g.nodes if "norm" in n.op}
+    assert norms == {"batch_norm"} and all(
+        {"conv", "add", "batch_norm"} <= {n.op for n in g.nodes} for _, _, g in runs)
+    widths = {m[0][0].out_channels for _, m, _ in runs}
+    depths = {sum(1 for n in g.nodes if n.op == "conv") for _, _, g in runs}
+    assert len(widths) >= 2 and len(depths) >= 3
+    assert all(len(g.params) > 0 and g.num_params < 500_000 for _, _, g in runs)
+
+
+def test_zoo_families_leave_the_training_mixture_alone():
+    assert [s.tag for s in zoo_samplers()] == [*(s.tag for s in image_samplers()), "bnresnet"]
+    assert "bnresnet" not in {s.tag for s, _ in mixed("image").parts}
+    with pytest.raises(ValueError, match="reserved for held_out"):
+        BNResNet().sample(HELD_OUT_SEED_START)
 
 
 def test_macs_count_a_known_model():

@@ -23,6 +23,7 @@ from .data import (
 )
 from .samplers import (
     HELD_OUT_SEED_START,
+    BNResNet,
     ConvNeXtLike,
     GPTLike,
     HeldOut,
@@ -36,6 +37,7 @@ from .samplers import (
     held_out,
     image_samplers,
     mixed,
+    zoo_samplers,
 )
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "CIFAR10_STD",
     "HELD_OUT_SEED_START",
     "CharText",
+    "BNResNet",
     "ConvNeXtLike",
     "GPTLike",
     "HeldOut",
@@ -65,4 +68,5 @@ __all__ = [
     "normalize",
     "random_crop_flip",
     "text_eval_batches",
+    "zoo_samplers",
 ]

@@ -2,8 +2,9 @@
 
 ``blocks`` holds the layers and modules the samplers assemble; ``families`` the samplers
 themselves (random DeepNets-style CNNs, ResNet-, VGG-, MobileNet-, ConvNeXt-, ViT- and
-GPT-like families, transformers' GPT-2) and their training mixtures; ``held_out`` the fixed
-evaluation list. Their public names are all here, as ``training.samplers.NAME``.
+GPT-like families, transformers' GPT-2), the zoo-only BatchNorm ResNets, and the training
+mixtures; ``held_out`` the fixed evaluation list. Their public names are all here, as
+``training.samplers.NAME``.
 """
 
 from .blocks import SelfAttention
@@ -12,6 +13,7 @@ from .families import (
     IMAGE_SIZE,
     NUM_CLASSES,
     VOCAB_SIZE,
+    BNResNet,
     CNNSampler,
     ConvNeXtLike,
     GPT2Like,
@@ -25,6 +27,7 @@ from .families import (
     ViTLike,
     image_samplers,
     mixed,
+    zoo_samplers,
 )
 from .held_out import HeldOut, held_out
 
@@ -33,6 +36,7 @@ __all__ = [
     "IMAGE_SIZE",
     "NUM_CLASSES",
     "VOCAB_SIZE",
+    "BNResNet",
     "CNNSampler",
     "ConvNeXtLike",
     "GPT2Like",
@@ -49,4 +53,5 @@ __all__ = [
     "held_out",
     "image_samplers",
     "mixed",
+    "zoo_samplers",
 ]

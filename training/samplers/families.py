@@ -204,15 +204,18 @@ class RandomCNN(CNNSampler):
 # ----- (b) families with random depth and width ----------------------------------------------
 @dataclass
 class ResNetLike(CNNSampler):
-    """ResNets: a 3x3 stem, 2-4 stages of 1-3 basic or bottleneck blocks, width doubling."""
+    """ResNets: a 3x3 stem, 2-4 stages of 1-3 basic or bottleneck blocks, width doubling;
+    BatchNorm in two draws of three (``norms``), LayerNorm-style GroupNorm otherwise."""
 
     tag: ClassVar[str] = "resnet"
     blocks: tuple[int, int] = (1, 3)
+    norms: tuple[str, ...] = ("bn", "bn", "ln")  # drawn uniformly: repeats weigh a norm
+    bottleneck: float = 0.3  # probability of bottleneck blocks
 
     def draw(self, rng: random.Random) -> nn.Module:
         c = rng.choice(self.widths)
-        norm, act = rng.choice(("bn", "bn", "ln")), rng.choice(("relu", "silu"))
-        bottleneck = rng.random() < 0.3
+        norm, act = rng.choice(self.norms), rng.choice(("relu", "silu"))
+        bottleneck = rng.random() < self.bottleneck
         cout = 4 * c if bottleneck else c
         layers: list[nn.Module] = [conv(3, c, 3, norm), ACTIVATIONS[act]()]
         for stage in range(rng.randint(*self.stages)):
@@ -221,6 +224,24 @@ class ResNetLike(CNNSampler):
                 layers.append(ResBlock(c, cout << stage, stride, bottleneck, norm, act))
                 c = cout << stage
         return nn.Sequential(*layers, classifier(c, self.num_classes))
+
+
+@dataclass
+class BNResNet(ResNetLike):
+    """Small BatchNorm ResNets for model zoos: a 3x3 stem, 2-3 stages of 1-2 basic blocks,
+    width 16-32 doubling per stage, BatchNorm everywhere (the normalization most users'
+    models have, which a weight generator must meet in its zoo).
+
+    A zoo family, not a training-mixture one (:func:`zoo_samplers`): adding it to
+    :func:`mixed` would change which architecture every mixture seed names.
+    """
+
+    tag: ClassVar[str] = "bnresnet"
+    widths: tuple[int, ...] = (16, 24, 32)
+    stages: tuple[int, int] = (2, 3)
+    blocks: tuple[int, int] = (1, 2)
+    norms: tuple[str, ...] = ("bn",)
+    bottleneck: float = 0.0
 
 
 @dataclass
@@ -410,6 +431,12 @@ class Mixed:
 def image_samplers() -> list[Sampler]:
     """One of each image sampler, with its default ranges."""
     return [RandomCNN(), ResNetLike(), VGGLike(), MobileNetLike(), ConvNeXtLike(), ViTLike()]
+
+
+def zoo_samplers() -> list[Sampler]:
+    """The samplers model zoos build from: every image sampler, then the zoo-only
+    families (:class:`BNResNet`)."""
+    return [*image_samplers(), BNResNet()]
 
 
 def mixed(kind: str = "image") -> Mixed:
