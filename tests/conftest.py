@@ -39,6 +39,11 @@ TINY_ZOO = {"archs": ("convnext-0", "vgg-2"), "models_per_arch": 2, "steps": 4,
             "batch_sizes": (32,), "train_samples": 256, "test_samples": 128, "device": "cpu"}
 
 
+# The tiny zoo over three-way tasks: a VGG and a BatchNorm ResNet (26k and 24k parameters
+# with three-way heads), 2 runs each, each run on its own training task.
+TINY_TASK_ZOO = {**TINY_ZOO, "archs": ("vgg-2", "bnresnet-1"), "tasks": 3}
+
+
 def tiny_zoo_config(shared_data: Path, out: Path, **options):
     from training.zoo import ZooConfig
 
@@ -52,4 +57,15 @@ def tiny_zoo(tmp_path_factory, shared_data):
     from training.zoo import build_zoo
 
     cfg = tiny_zoo_config(shared_data, tmp_path_factory.mktemp("zoo") / "zoo")
+    return cfg, build_zoo(cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_task_zoo(tmp_path_factory, shared_data):
+    """``(config, checkpoints written)`` of :data:`TINY_TASK_ZOO` built once; never modify it
+    (copy)."""
+    from training.zoo import build_zoo
+
+    cfg = tiny_zoo_config(shared_data, tmp_path_factory.mktemp("task-zoo") / "zoo",
+                          **TINY_TASK_ZOO)
     return cfg, build_zoo(cfg)

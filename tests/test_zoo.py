@@ -1,7 +1,9 @@
-"""Model zoos: layout and dataset card, records, resume, stats, the loader's checks, the CLI.
+"""Model zoos: layout and dataset card, records, resume, stats, the loader's checks, the CLI,
+and zoos over tasks.
 
 One tiny zoo on the real shared CIFAR-10 data (2 small sampled CNNs x 2 runs, 4 steps on 256
-images, saved at steps 2 and 4) is built once; tests that damage it work on a copy.
+images, saved at steps 2 and 4) is built once, and one like it over three-way tasks; tests
+that damage them work on a copy.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,9 @@ from safetensors.torch import load_file, save_file
 import graphs
 from hyperinit.commands import zoo as zoo_command
 from training.config import load_config
+from training.data import load_cifar10, normalize
+from training.recipe import EvalData, RecipeConfig
+from training.tasks import Task, held_out_tasks, training_tasks
 from training.zoo import (
     ZooConfig,
     arch_hash,
@@ -29,6 +35,7 @@ from training.zoo import (
     build_zoo,
     format_stats,
     load_zoo,
+    plan_runs,
     zoo_stats,
 )
 
@@ -206,3 +213,86 @@ def test_cli(zoo, zoo_copy, capsys, tmp_path):
     args = parser.parse_args(["zoo", "stats", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="records.jsonl"):
         args.func(args)
+
+
+# ----- zoos over tasks ------------------------------------------------------------------------
+def test_a_task_zoo_trains_each_run_on_its_task_with_a_k_way_head(tiny_task_zoo):
+    cfg, written = tiny_task_zoo
+    out = Path(cfg.out)
+    assert written == 8
+    rows = records(out)
+    allowed = set(training_tasks(3))
+    assert {r["task"] for r in rows} <= {t.name for t in allowed}
+    eval_data = EvalData(RecipeConfig(task="image", data=cfg.data, train_samples=256,
+                                      test_samples=128, device="cpu"), torch.device("cpu"))
+    for r in rows:
+        task = Task.parse(r["task"])
+        assert r["arch_hash"] == arch_hash(r["arch"], 3) != arch_hash(r["arch"])
+        assert r["file"].startswith(f"models/{r['arch_hash']}/")
+        assert r["spec"]["kwargs"] == {"name": r["arch"], "num_classes": 3}
+        assert graphs.build(graphs.resolve(r["spec"])).arch_hash == r["arch_hash"]
+        images = eval_data.for_task(task)
+        assert (r["dataset"]["train_samples"], r["dataset"]["test_samples"]) == (
+            len(images.train[0]), len(images.test[0]))
+        assert 0 < len(images.test[0]) < 128 and set(images.test[1].tolist()) <= {0, 1, 2}
+        assert r["params"] == sum(p.numel() for p in build_arch(r["arch"], 3).parameters())
+        with safe_open(out / r["file"], "pt") as f:
+            assert f.metadata()["hyperinit.task"] == r["task"]
+    # the runs' seeds and hyperparameters are those of the same zoo without tasks
+    plain = {r.run_id: (r.seed, r.lr) for r in plan_runs(replace(cfg, tasks=None))}
+    assert {r["run_id"]: (r["seed"], r["hyperparameters"]["lr"]) for r in rows} == {
+        k: v for k, v in plain.items() if k in {r["run_id"] for r in rows}}
+    assert "8 checkpoints of 4 runs over 2 architectures on " in format_stats(zoo_stats(out))
+
+
+def test_task_zoo_entries_rebuild_with_their_task_head(tiny_task_zoo, shared_data):
+    entries = load_zoo(tiny_task_zoo[0].out)
+    images, _ = load_cifar10(shared_data / "cifar10-jpg.zip", split="test")
+    for entry in entries:
+        assert entry.task == Task.parse(entry.record["task"])
+        model = entry.module().eval()
+        assert model(normalize(images[:4])).shape == (4, 3)
+
+
+def test_a_task_zoo_resumes_and_refuses_other_tasks(tiny_task_zoo, tmp_path):
+    cfg = tiny_task_zoo[0]
+    folder = Path(shutil.copytree(cfg.out, tmp_path / "zoo"))
+    cfg = replace(cfg, out=str(folder))
+    assert build_zoo(cfg) == 0
+    run = next(folder.glob("models/*/bnresnet-1_run001"))
+    before = load_file(run / "step-4.safetensors")
+    (run / "step-4.json").unlink()
+    assert build_zoo(cfg) == 1
+    after = load_file(run / "step-4.safetensors")
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+    drawn = json.loads((run / "step-4.json").read_text())["task"]
+    other = next(t.name for t in training_tasks(3) if t.name != drawn)
+    with pytest.raises(ValueError, match="other options"):
+        build_zoo(replace(cfg, tasks=(other,)))
+
+
+def test_held_out_tasks_are_never_drawn():
+    for ways in (2, 5):
+        runs = plan_runs(ZooConfig(archs=("vgg-2",), models_per_arch=400, tasks=ways))
+        drawn, pool = {r.task for r in runs}, set(training_tasks(ways))
+        assert not drawn & set(held_out_tasks(ways))
+        assert drawn <= pool and len(drawn) > len(pool) // 2  # spread over the pool
+    held = held_out_tasks(5)[0]
+    for given in ((held.name,), [f"cifar10-{'-'.join(map(str, held.classes))}", "0,1"],
+                  ",".join(held.class_names).replace(",", "-")):
+        with pytest.raises(ValueError, match="held out for evaluation"):
+            ZooConfig(tasks=given)
+
+
+def test_task_options():
+    assert ZooConfig(tasks="5").tasks == 5 and ZooConfig(tasks=None).task_pool() is None
+    cfg = load_config(None, ['tasks=["0,1", "cifar10-9-2"]'], ZooConfig)
+    assert cfg.tasks == ("cifar10-0-1", "cifar10-2-9")
+    assert cfg.task_pool() == [Task((0, 1)), Task((2, 9))]
+    assert ZooConfig(tasks=10).task_pool() == [Task(tuple(range(10)))]
+    with pytest.raises(ValueError, match="ways must be 2 to 10"):
+        ZooConfig(tasks=11)
+    with pytest.raises(ValueError, match="unknown class 'zebra'"):
+        ZooConfig(tasks=("zebra-cat",))
+    with pytest.raises(ValueError, match="num_classes must be 2 to 10"):
+        build_arch("vgg-2", num_classes=1)

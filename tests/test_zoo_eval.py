@@ -235,3 +235,10 @@ def test_cli(run, capsys, tmp_path):
     assert printed.startswith("CIFAR-10 test accuracy (%)")
     assert f"results in {out}/: results.jsonl" in printed and "| vgg-2 | diffusion | 2 |" in printed
     assert [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()] == rows
+
+
+def test_a_zoo_over_tasks_is_refused_until_task_evaluation_exists(tiny_task_zoo, tmp_path):
+    cfg = ZooEvalConfig(zoo=tiny_task_zoo[0].out, out=str(tmp_path / "eval"),
+                        methods=("checkpoint",), samples=1, ks=(0,), device="cpu")
+    with pytest.raises(ValueError, match="trained on task cifar10-.*zoos over tasks"):
+        evaluate_zoo(cfg)

@@ -38,6 +38,7 @@ from hyperinit.predict import calibrate_batchnorm
 
 from . import data, samplers
 from .config import as_tuple
+from .tasks import Task
 
 # Per-task defaults of the options left as None.
 TASK_DEFAULTS: dict[str, dict[str, int | float]] = {
@@ -143,6 +144,17 @@ class EvalData:
         """The same tensors, batched as ``cfg`` says (a zoo run's own batch size)."""
         other = copy.copy(self)
         other.cfg = cfg
+        return other
+
+    def for_task(self, task: Task) -> EvalData:
+        """The same images restricted to ``task``'s classes, labels renumbered ``0..k-1``
+        (:meth:`training.tasks.Task.select`): what a model of the task trains and is
+        measured on. Taken from this data's subsets (``train_samples``, ``test_samples``)."""
+        if self.cfg.task != "image":
+            raise ValueError(f"tasks are CIFAR-10 class subsets: {self.cfg.task} data has none")
+        other = copy.copy(self)
+        other.train = list(task.select(*self.train))
+        other.test = list(task.select(*self.test))
         return other
 
     @property

@@ -75,9 +75,9 @@ class Task:
     def select(self, images: torch.Tensor, labels: torch.Tensor,
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """The task's examples of a CIFAR-10 split, labels renumbered ``0..k-1`` in the order
-        of :attr:`classes`."""
-        lookup = torch.full((len(CIFAR10_CLASSES),), -1, dtype=torch.long)
-        lookup[list(self.classes)] = torch.arange(self.ways)
+        of :attr:`classes`, on the device of ``labels``."""
+        lookup = torch.full((len(CIFAR10_CLASSES),), -1, dtype=torch.long, device=labels.device)
+        lookup[list(self.classes)] = torch.arange(self.ways, device=labels.device)
         mapped = lookup[labels.long()]
         keep = mapped >= 0
         return images[keep], mapped[keep]

@@ -9,13 +9,21 @@ steps. The folder is a Hugging Face **dataset** repo as it stands::
     models/<arch_hash>/<run_id>/step-<k>.safetensors
     models/<arch_hash>/<run_id>/step-<k>.json    that checkpoint's record
 
-Architectures are sampler names ``"<tag>-<seed>"`` (``"vgg-2"``, ``"randcnn-5"``) of
-:func:`training.samplers.image_samplers`. Each run is a pure function of ``(seed, arch,
+Architectures are sampler names ``"<tag>-<seed>"`` (``"vgg-2"``, ``"bnresnet-5"``) of
+:func:`training.samplers.zoo_samplers`. Each run is a pure function of ``(seed, arch,
 index)``: its seed and hyperparameters are drawn from a stream keyed by them, so growing
-``models_per_arch`` keeps the runs already there. Training is the evaluation recipe
-(:mod:`training.recipe`: SGD + Nesterov, weight decay on 2+-dim tensors, cosine decay over
-``steps``, crop + flip) with the run's learning rate, weight decay and batch size, and
-measures test accuracy and loss at every saved step (step 0 as built: no calibration).
+``models_per_arch`` keeps the runs already there.
+
+With ``tasks`` set, each run also draws one task (:mod:`training.tasks`: ``k`` of the ten
+classes) from the training tasks, never a held-out one: it trains and is measured on that
+task's images only, with a ``k``-way head (the sampler's architecture for ``k`` classes, a
+graph of its own ``arch_hash``), and its records say ``task``. Without ``tasks`` a zoo is
+as it always was: every class, ten-way heads, no ``task`` in the records.
+
+Training is the evaluation recipe (:mod:`training.recipe`: SGD + Nesterov, weight decay on
+2+-dim tensors, cosine decay over ``steps``, crop + flip) with the run's learning rate,
+weight decay and batch size, and measures test accuracy and loss at every saved step (step
+0 as built: no calibration).
 
 Every file appears atomically (temp file, then rename), so a half-written checkpoint never
 exists. A restarted build skips checkpoints whose record exists; a run with some of its
@@ -50,6 +58,7 @@ from . import data, samplers
 from .config import as_tuple
 from .recipe import EvalData, RecipeConfig, resolve_device, train_steps
 from .results import write_text
+from .tasks import Task, held_out_tasks, training_tasks
 
 RECORDS = "records.jsonl"
 CARD = "README.md"
@@ -73,9 +82,13 @@ class ZooConfig:
     weight_decays: tuple[float, ...] = (5e-4, 1e-3, 5e-3)
     batch_sizes: tuple[int, ...] = (64, 128)
     seed: int = 0
+    # tasks: None trains on all ten classes; K (an int) draws each run's task from
+    # training_tasks(K); a list of task names ("cifar10-0-3-5") draws from those
+    tasks: int | tuple[str, ...] | None = None
     # data
     data: str | None = None  # CIFAR-10 zip or ImageFolder; None: the data folder's zip
-    train_samples: int | None = None  # a fixed random subset of the training images
+    # a fixed random subset of the training images (a task then keeps those of its classes)
+    train_samples: int | None = None
     test_samples: int | None = None  # the same, of the test images; None: all of them
     # run
     device: str = "auto"  # "auto", "cpu", "cuda"
@@ -97,49 +110,105 @@ class ZooConfig:
             raise ValueError(f"save_at must be steps in 0..{self.steps}, got {self.save_at}")
         for arch in self.archs:
             parse_arch(arch)
+        self.tasks = _check_tasks(self.tasks)
+
+    def task_pool(self) -> list[Task] | None:
+        """The tasks runs draw from; None when the zoo has no tasks."""
+        if self.tasks is None:
+            return None
+        if isinstance(self.tasks, int):
+            return training_tasks(self.tasks)
+        return [Task.parse(name) for name in self.tasks]
+
+
+def _check_tasks(tasks: Any) -> int | tuple[str, ...] | None:
+    """``tasks`` as :class:`ZooConfig` keeps it: None, a number of ways, or canonical task
+    names, none of them held out (those are what the zoo's generator is evaluated on)."""
+    if tasks is None:
+        return None
+    if isinstance(tasks, str) and tasks.strip().isdigit():
+        tasks = int(tasks)
+    if isinstance(tasks, int) and not isinstance(tasks, bool):
+        training_tasks(tasks)  # checks the range of ways
+        return tasks
+    names = tuple(Task.parse(str(t)).name for t in as_tuple(tasks))
+    if not names:
+        raise ValueError("tasks needs a number of ways (tasks=5) or at least one task name "
+                         "(tasks=cifar10-0-3-5), or None for all ten classes")
+    held = [n for n in names if Task.parse(n) in held_out_tasks(Task.parse(n).ways)]
+    if held:
+        raise ValueError(f"{', '.join(held)} {'is' if len(held) == 1 else 'are'} held out for "
+                         "evaluation and never in a zoo: pick from training.tasks."
+                         "training_tasks(k), or give tasks=k to draw from them")
+    return names
 
 
 # ----- architectures and runs ---------------------------------------------------------------
 @functools.cache
-def _samplers_by_tag() -> dict[str, samplers.Sampler]:
-    """One instance per tag, so each caches its held-out structures once."""
-    return {s.tag: s for s in samplers.image_samplers()}
+def _sampler(tag: str, num_classes: int) -> samplers.Sampler:
+    """One instance per tag and head size, so each caches its held-out structures once."""
+    by_tag = {s.tag: s for s in samplers.zoo_samplers()}
+    sampler = by_tag[tag]
+    return sampler if num_classes == sampler.num_classes else dataclasses.replace(
+        sampler, num_classes=num_classes)
 
 
-def parse_arch(name: str) -> tuple[samplers.Sampler, int]:
-    """``"<tag>-<seed>"`` -> (that image sampler, seed), with a clear error otherwise."""
-    by_tag = _samplers_by_tag()
+def parse_arch(name: str, num_classes: int = samplers.NUM_CLASSES,
+               ) -> tuple[samplers.Sampler, int]:
+    """``"<tag>-<seed>"`` -> (that zoo sampler with ``num_classes`` outputs, seed), with a
+    clear error otherwise."""
+    tags = [s.tag for s in samplers.zoo_samplers()]
     tag, _, seed = name.rpartition("-")
-    if tag not in by_tag or not seed.isdigit():
+    if tag not in tags or not seed.isdigit():
         raise ValueError(f"unknown architecture {name!r}: expected <tag>-<seed> with a tag "
-                         f"of {', '.join(by_tag)}, e.g. vgg-2")
-    return by_tag[tag], int(seed)
+                         f"of {', '.join(tags)}, e.g. vgg-2")
+    if not 2 <= num_classes <= samplers.NUM_CLASSES:
+        raise ValueError(f"num_classes must be 2 to {samplers.NUM_CLASSES} (a task's ways), "
+                         f"got {num_classes}")
+    return _sampler(tag, num_classes), int(seed)
 
 
-def build_arch(name: str) -> nn.Module:
-    """The module a sampler name stands for, freshly initialized from torch's global RNG."""
-    sampler, seed = parse_arch(name)
+def build_arch(name: str, num_classes: int = samplers.NUM_CLASSES) -> nn.Module:
+    """The module a sampler name stands for, with ``num_classes`` outputs (a task's ways),
+    freshly initialized from torch's global RNG."""
+    sampler, seed = parse_arch(name, num_classes)
     return sampler.sample(seed)[1]
 
 
-def arch_spec(name: str) -> dict[str, Any]:
+def arch_spec(name: str, num_classes: int = samplers.NUM_CLASSES) -> dict[str, Any]:
     """The architecture as a spec anyone can resolve (``graphs.resolve``, ``hyperinit
-    predict python:training.zoo:build_arch --config '{"name": "vgg-2"}'``)."""
-    return {"source": "python", "name": "training.zoo:build_arch", "kwargs": {"name": name}}
+    predict python:training.zoo:build_arch --config '{"name": "vgg-2"}'``); ten-way ones
+    name no ``num_classes``, as before tasks."""
+    kwargs: dict[str, Any] = {"name": name}
+    if num_classes != samplers.NUM_CLASSES:
+        kwargs["num_classes"] = num_classes
+    return {"source": "python", "name": "training.zoo:build_arch", "kwargs": kwargs}
 
 
 @functools.cache
-def arch_graph(name: str) -> graphs.ArchGraph:
+def arch_graph(name: str, num_classes: int = samplers.NUM_CLASSES) -> graphs.ArchGraph:
     """The graph of a sampler architecture, traced on ``meta`` (no weights made)."""
-    sampler, _ = parse_arch(name)
+    sampler, _ = parse_arch(name, num_classes)
     with torch.device("meta"):
-        module = build_arch(name)
+        module = build_arch(name, num_classes)
     return graphs.build(module, (sampler.example_input(2),), name=name)
 
 
-def arch_hash(name: str) -> str:
+def arch_hash(name: str, num_classes: int = samplers.NUM_CLASSES) -> str:
     """The graph hash of a sampler architecture (the zoo's folder per architecture)."""
-    return arch_graph(name).arch_hash
+    return arch_graph(name, num_classes).arch_hash
+
+
+def record_task(record: dict[str, Any]) -> Task | None:
+    """The task a zoo checkpoint's record says it was trained on; None for all ten classes
+    (every checkpoint of a zoo without tasks)."""
+    return Task.parse(record["task"]) if record.get("task") else None
+
+
+def record_classes(record: dict[str, Any]) -> int:
+    """How many outputs the checkpoint's head has: its task's ways, else ten."""
+    task = record_task(record)
+    return task.ways if task else samplers.NUM_CLASSES
 
 
 @dataclass(frozen=True)
@@ -153,6 +222,11 @@ class Run:
     lr: float
     weight_decay: float
     batch_size: int
+    task: Task | None = None  # None: all ten classes
+
+    @property
+    def num_classes(self) -> int:
+        return self.task.ways if self.task else samplers.NUM_CLASSES
 
     @property
     def run_id(self) -> str:
@@ -169,14 +243,20 @@ class Run:
 
 
 def plan_runs(cfg: ZooConfig) -> list[Run]:
-    """Every run of the zoo; each a pure function of ``(cfg.seed, arch, index)``."""
+    """Every run of the zoo; each a pure function of ``(cfg.seed, arch, index)`` (and of
+    the task pool: its task is the stream's last draw, so seeds and hyperparameters are
+    those of the same zoo without tasks)."""
+    pool = cfg.task_pool()
     runs = []
     for arch in cfg.archs:
-        digest = arch_hash(arch)
         for index in range(cfg.models_per_arch):
             rng = random.Random(f"zoo-{cfg.seed}-{arch}-{index}")
-            runs.append(Run(arch, digest, index, rng.randrange(2**31), rng.choice(cfg.lrs),
-                            rng.choice(cfg.weight_decays), rng.choice(cfg.batch_sizes)))
+            seed, lr = rng.randrange(2**31), rng.choice(cfg.lrs)
+            weight_decay, batch_size = rng.choice(cfg.weight_decays), rng.choice(cfg.batch_sizes)
+            task = rng.choice(pool) if pool else None
+            classes = task.ways if task else samplers.NUM_CLASSES
+            runs.append(Run(arch, arch_hash(arch, classes), index, seed, lr, weight_decay,
+                            batch_size, task))
     return runs
 
 
@@ -206,14 +286,17 @@ def build_zoo(cfg: ZooConfig) -> int:
     recipe = RecipeConfig(task="image", data=cfg.data, calibration_batches=0,
                           train_samples=cfg.train_samples, test_samples=cfg.test_samples,
                           device=cfg.device, amp=cfg.amp)
-    eval_data = EvalData(recipe, device)
+    all_classes = EvalData(recipe, device)
+    by_task: dict[Task, EvalData] = {}
     written = 0
     total = len(runs) * len(cfg.save_at)
     bar = tqdm(total=total, initial=total - sum(len(m) for _, m in todo), desc="zoo")
     for run, missing in todo:
         bar.set_postfix_str(run.run_id)
+        eval_data = all_classes if run.task is None else by_task.setdefault(
+            run.task, all_classes.for_task(run.task))
         torch.manual_seed(run.seed)
-        model = build_arch(run.arch).to(device)
+        model = build_arch(run.arch, run.num_classes).to(device)
         run_recipe = dataclasses.replace(recipe, lr=run.lr, weight_decay=run.weight_decay,
                                          batch_size=run.batch_size)
         torch.manual_seed(run.seed)  # dropout and the like
@@ -232,7 +315,8 @@ def build_zoo(cfg: ZooConfig) -> int:
 
 def _check_same_run(out: Path, run: Run, cfg: ZooConfig) -> None:
     """Refuse to add to a run whose saved records were made with other options."""
-    mine = {"seed": run.seed, "hyperparameters": run.hyperparameters(cfg)}
+    mine = {"seed": run.seed, "hyperparameters": run.hyperparameters(cfg),
+            "task": run.task.name if run.task else None}
     for path in sorted((out / run.folder).glob("step-*.json")):
         theirs = {k: _read_json(path).get(k) for k in mine}
         if theirs != mine:
@@ -242,12 +326,15 @@ def _check_same_run(out: Path, run: Run, cfg: ZooConfig) -> None:
 
 def _record(run: Run, cfg: ZooConfig, step: int, metrics: dict[str, float], model: nn.Module,
             eval_data: EvalData) -> dict[str, Any]:
-    """What a checkpoint is: everything needed to rebuild, compare or filter it."""
+    """What a checkpoint is: everything needed to rebuild, compare or filter it (``task``
+    only when it has one, so zoos without tasks keep their records as they were)."""
     train_images = len(eval_data.train[0])
+    task = {"task": run.task.name} if run.task else {}
     return {
         "file": f"{run.folder}/step-{step}.safetensors",
         "arch": run.arch,
-        "spec": arch_spec(run.arch),
+        **task,
+        "spec": arch_spec(run.arch, run.num_classes),
         "arch_hash": run.arch_hash,
         "run_id": run.run_id,
         "dataset": {"name": "cifar10",
@@ -273,6 +360,8 @@ def save_checkpoint(out: Path, record: dict[str, Any], model: nn.Module) -> None
                                              separators=(",", ":")),
                 "hyperinit.arch_hash": record["arch_hash"],
                 "hyperinit.seed": str(record["seed"]), "hyperinit.step": str(record["step"])}
+    if record.get("task"):
+        metadata["hyperinit.task"] = record["task"]
     with atomic_path(path) as tmp:
         save_file(state, tmp, metadata=metadata)
     write_text(path.with_suffix(".json"), json.dumps(record, indent=1))
@@ -313,8 +402,9 @@ configs:
 # hyperinit model zoo
 
 CIFAR-10 classifiers from hyperinit's architecture samplers, each trained with its own seed
-and hyperparameters and saved at several steps, for training weight generators. Each
-checkpoint is `models/<arch_hash>/<run_id>/step-<k>.safetensors` with its record beside it
+and hyperparameters and saved at several steps, for training weight generators; a record
+with a `task` (`cifar10-<classes>`) was trained on those classes only. Each checkpoint is
+`models/<arch_hash>/<run_id>/step-<k>.safetensors` with its record beside it
 (`step-<k>.json`); `{RECORDS}` lists every record. Load with
 `training.zoo.load_zoo(folder)`; made by `hyperinit zoo build`.
 
@@ -329,7 +419,8 @@ checkpoint is `models/<arch_hash>/<run_id>/step-<k>.safetensors` with its record
 def zoo_stats(folder: str | Path) -> dict[str, Any]:
     """Counts and test accuracy of a zoo, from its ``records.jsonl``.
 
-    Returns ``{"checkpoints", "runs", "per_step": {step: count}, "archs": {arch_hash:
+    Returns ``{"checkpoints", "runs", "tasks" (how many distinct tasks: 0 without
+    tasks), "per_step": {step: count}, "archs": {arch_hash:
     {"archs", "runs", "checkpoints", "params", "accuracy": {step: {"mean", "min", "max",
     "count"}}}}}``.
     """
@@ -349,13 +440,15 @@ def zoo_stats(folder: str | Path) -> dict[str, Any]:
         a["accuracy"] = {step: {"mean": statistics.fmean(v), "min": min(v), "max": max(v),
                                 "count": len(v)} for step, v in sorted(a["accuracy"].items())}
     return {"checkpoints": len(records), "runs": sum(a["runs"] for a in archs.values()),
+            "tasks": len({r["task"] for r in records if r.get("task")}),
             "per_step": dict(sorted(per_step.items())), "archs": archs}
 
 
 def format_stats(stats: dict[str, Any]) -> str:
     """A plain-text summary of :func:`zoo_stats`: one line per architecture and step."""
+    tasks = f" on {stats['tasks']} tasks" if stats.get("tasks") else ""
     lines = [f"{stats['checkpoints']} checkpoints of {stats['runs']} runs over "
-             f"{len(stats['archs'])} architectures",
+             f"{len(stats['archs'])} architectures{tasks}",
              "checkpoints per step: " + (", ".join(f"{k}: {n}" for k, n in
                                                    stats["per_step"].items()) or "none")]
     if stats["archs"]:
@@ -380,9 +473,14 @@ class ZooEntry:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return load_file(self.path)
 
+    @property
+    def task(self) -> Task | None:
+        """The task it was trained on (None: all ten classes)."""
+        return record_task(self.record)
+
     def module(self) -> nn.Module:
-        """The architecture with these weights loaded strictly."""
-        model = build_arch(self.record["arch"])
+        """The architecture (with its task's head) with these weights loaded strictly."""
+        model = build_arch(self.record["arch"], record_classes(self.record))
         model.load_state_dict(self.state_dict(), strict=True)
         return model
 

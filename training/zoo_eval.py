@@ -164,6 +164,10 @@ def training_checkpoints(cfg: ZooEvalConfig) -> dict[str, list[ZooEntry]]:
     select_checkpoints` of ``cfg.step`` and ``cfg.archs``), by arch, in run id order."""
     by_arch: dict[str, list[ZooEntry]] = {}
     for entry in select_checkpoints(load_zoo(cfg.zoo), cfg.step, cfg.archs):
+        if entry.task is not None:
+            raise ValueError(f"{entry.path} was trained on task {entry.task.name}: zoo eval "
+                             "measures ten-way models on all of CIFAR-10 and does not evaluate "
+                             "zoos over tasks yet; evaluate a zoo built without tasks")
         by_arch.setdefault(entry.record["arch"], []).append(entry)
     if not by_arch:
         raise ValueError(f"the zoo at {cfg.zoo} has no checkpoints")

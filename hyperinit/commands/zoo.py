@@ -4,7 +4,9 @@
 architecture with varied seeds and hyperparameters and saves each at a few steps, as a
 Hugging Face dataset folder (README.md card, records.jsonl, models/<arch_hash>/<run>/).
 Options come from training.zoo.ZooConfig, e.g.
-``hyperinit zoo build out=runs/zoo archs=vgg-2,convnext-0 models_per_arch=16``.
+``hyperinit zoo build out=runs/zoo archs=vgg-2,convnext-0 models_per_arch=16``; with
+``tasks=5`` each model trains on one five-way task of CIFAR-10's classes (drawn from the
+training tasks, never a held-out one) with a five-way head, and its records name the task.
 An interrupted build resumes: checkpoints whose record exists are not trained again.
 
 ``hyperinit zoo stats FOLDER`` prints counts per architecture and step and test accuracy.
