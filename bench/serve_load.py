@@ -11,7 +11,9 @@ Python and its GIL are not what is measured:
   generation (they queue behind ``--max-concurrent`` generation slots);
 * **cached**: one request repeated, answered from the disk cache after the first;
 * **cached, curl one at a time**: the same request from ``curl`` (if installed), one
-  process per request, its own ``time_total``: the reference a client sees.
+  process per request, its own ``time_total``: the reference a client sees;
+* **cached, N curl loops**: ``--curl-loops`` such loops at once, so the service, not a
+  Python client, is what the load measures.
 
 Each workload is bounded both in requests (``--uncached``, ``--cached``) and in time
 (``--max-seconds``: no request is started after that). It prints a markdown table with
@@ -30,6 +32,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -136,25 +139,39 @@ def run(url: str, name: str, bodies: list[dict], clients: int, max_seconds: floa
     return result
 
 
-def run_curl(url: str, body: dict, requests: int, max_seconds: float) -> Result | None:
-    """The cached request from ``curl``, one process at a time (None without curl)."""
+def run_curl(url: str, body: dict, requests: int, max_seconds: float,
+             loops: int = 1) -> Result | None:
+    """The cached request from ``curl`` in ``loops`` concurrent loops, each one process per
+    request after another; each answer's time is curl's own ``time_total`` (None without
+    curl). No request is started after ``max_seconds``."""
     curl = shutil.which("curl")
     if curl is None:
         return None
-    result = Result("cached, curl one at a time")
-    data = json.dumps(body)
+    name = "cached, curl one at a time" if loops == 1 else f"cached, {loops} curl loops"
+    result = Result(name)
+    argv = [curl, "-s", "-o", os.devnull, "-w", "%{http_code} %{time_total} %{size_download}",
+            "-H", "content-type: application/json", "-d", json.dumps(body), f"{url}/v1/inits"]
     start = time.perf_counter()
-    for _ in range(requests):
-        if time.perf_counter() - start > max_seconds:
-            break
-        out = subprocess.run([curl, "-s", "-o", os.devnull, "-w", "%{http_code} %{time_total} "
-                              "%{size_download}", "-H", "content-type: application/json",
-                              "-d", data, f"{url}/v1/inits"], capture_output=True, text=True)
-        status, seconds, nbytes = out.stdout.split()
-        result.statuses[int(status)] += 1
-        if status == "200":
-            result.latencies.append(float(seconds))
-            result.nbytes += int(float(nbytes))
+    lock = threading.Lock()
+
+    def loop(count: int) -> None:
+        for _ in range(count):
+            if time.perf_counter() - start > max_seconds:
+                return
+            out = subprocess.run(argv, capture_output=True, text=True)
+            status, seconds, nbytes = out.stdout.split()
+            with lock:
+                result.statuses[int(status)] += 1
+                if status == "200":
+                    result.latencies.append(float(seconds))
+                    result.nbytes += int(float(nbytes))
+
+    threads = [threading.Thread(target=loop, args=(len(range(i, requests, loops)),))
+               for i in range(loops)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     result.wall = time.perf_counter() - start
     return result
 
@@ -171,6 +188,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="client processes")
     parser.add_argument("--curl", type=int, default=50,
                         help="cached requests from curl, one at a time (0: none)")
+    parser.add_argument("--curl-loops", type=int, default=8,
+                        help="concurrent curl loops of the last workload (0: none)")
+    parser.add_argument("--curl-loop-requests", type=int, default=200,
+                        help="cached requests of the concurrent curl loops, in all")
     parser.add_argument("--max-concurrent", type=int, default=1,
                         help="the server's generation slots")
     parser.add_argument("--max-seconds", type=float, default=120,
@@ -192,8 +213,11 @@ def main() -> None:
                            args.clients, args.max_seconds)
             cached = run(url, "cached (same request)", [{**base, "seed": 1000}] * args.cached,
                          args.clients, args.max_seconds)
-            curl = run_curl(url, {**base, "seed": 1000}, args.curl, args.max_seconds) \
+            cached_body = {**base, "seed": 1000}
+            curl = run_curl(url, cached_body, args.curl, args.max_seconds) \
                 if args.curl else None
+            loops = run_curl(url, cached_body, args.curl_loop_requests, args.max_seconds,
+                             args.curl_loops) if args.curl_loops else None
         finally:
             server.terminate()
             server.wait(30)
@@ -203,7 +227,7 @@ def main() -> None:
           f"{args.max_concurrent} generation slot(s), {os.cpu_count()} CPUs\n")
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))
-    results = [r for r in (uncached, cached, curl) if r is not None]
+    results = [r for r in (uncached, cached, curl, loops) if r is not None]
     for result in results:
         print("| " + " | ".join(result.row()) + " |")
     for result in results:

@@ -216,6 +216,9 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
             "cache_damaged_total": ("counter", "Cached inits found missing or damaged (when "
                                     "opened, or at start) and dropped; their requests were "
                                     "generated again.", service.cache.damaged),
+            "cache_hashed_total": ("counter", "Cached inits hashed in full when opened to be "
+                                   "sent (the others had not changed since a settled check).",
+                                   service.cache.hashed),
         })
         return PlainTextResponse(text, media_type=CONTENT_TYPE)
 

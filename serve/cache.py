@@ -9,15 +9,20 @@ Layout under the cache folder::
 A request key is the hash of the canonical request (see :func:`request_key`); several keys
 may share a blob. Every file appears atomically (written aside, then renamed), so a crash
 never leaves a partial init under a real name. Recency is a blob's mtime, bumped on every
-use, so the LRU order survives restarts (``atime`` is unreliable on ``noatime`` mounts).
+use that changes the order (the newest blob is not touched again), so the LRU order
+survives restarts (``atime`` is unreliable on ``noatime`` mounts).
 
-Integrity: a blob is served only after it was checked, each time it is opened, to be what
-its name says: the sha256 of all its bytes equals its name, and it starts with a readable
-safetensors header. What is sent is the file that was checked (the open file), so a blob
-replaced or deleted meanwhile cannot change the answer. A blob found missing or damaged
-(changed, truncated, emptied) is dropped with the keys that name it and counted in
-:attr:`InitCache.damaged`; the request is then generated again. The scan at start checks
-every blob the same way.
+Integrity: a blob is served only after it was checked to be what its name says: the sha256
+of all its bytes equals its name, and it starts with a readable safetensors header. The
+full check runs whenever the open file's inode, size, mtime or ctime differ from those of
+its last passed check, and a check only counts as such when it ran at least ``SETTLED_S``
+after the file's ctime (as git treats "racy" index entries): any write after it moves the
+ctime by more than the clock's granularity, so a changed file is always hashed again, while
+a blob served again and again is hashed once. What is sent is the file that was checked
+(the open file), so a blob replaced or deleted meanwhile cannot change the answer. A blob
+found missing or damaged (changed, truncated, emptied) is dropped with the keys that name
+it and counted in :attr:`InitCache.damaged`; the request is then generated again. The scan
+at start checks every blob in full.
 
 The size bound and LRU order are tracked in memory, so a folder belongs to one process.
 The init just written is never evicted: the cache stays within ``max_bytes`` unless one init
@@ -32,6 +37,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -42,6 +48,7 @@ from hyperinit.errors import OutputPathError
 
 SUFFIX = ".safetensors"
 _CHUNK = 1 << 20
+SETTLED_S = 1.0  # a check counts once it ran this long after the file's last change
 
 
 def request_key(request: dict[str, Any]) -> str:
@@ -73,6 +80,14 @@ def _metadata(file: BinaryIO) -> dict[str, str]:
     return metadata
 
 
+Stamp = tuple[int, int, int, int]  # inode, size, mtime and ctime (ns) of a checked file
+
+
+def _stamp(file: BinaryIO) -> Stamp:
+    st = os.fstat(file.fileno())
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 @dataclass(frozen=True)
 class CachedInit:
     """A cached init checked to be what its hash names, open for sending."""
@@ -81,26 +96,32 @@ class CachedInit:
     file: BinaryIO
     size: int
     metadata: dict[str, str]
+    stamp: Stamp  # of the file when its check began
+    checked_ns: int  # when the check began (time.time_ns)
+    hashed: bool  # whether the check read and hashed every byte
 
 
-def verified(path: Path, content_hash: str) -> CachedInit | None:
+def verified(path: Path, content_hash: str, settled: Stamp | None = None,
+             ) -> CachedInit | None:
     """``path`` opened and checked to be the init ``content_hash`` names (the sha256 of its
-    bytes, and a safetensors header); None if it is missing or damaged."""
+    bytes, and a safetensors header); None if it is missing or damaged. If the open file
+    still has the ``settled`` stamp of a passed check, its bytes are not hashed again."""
     try:
         file = open(path, "rb")  # noqa: SIM115 (returned open: the caller sends and closes it)
     except OSError:  # missing, or not a readable file
         return None
     try:
-        if _sha256(file) != content_hash:
+        checked_ns, stamp = time.time_ns(), _stamp(file)
+        hashed = stamp != settled
+        if hashed and _sha256(file) != content_hash:
             raise ValueError("the bytes do not match their hash")
-        size = file.tell()
         file.seek(0)
         metadata = _metadata(file)
         file.seek(0)
     except (OSError, ValueError):  # unreadable, changed, or no header (a bad file, any byte)
         file.close()
         return None
-    return CachedInit(content_hash, file, size, metadata)
+    return CachedInit(content_hash, file, stamp[1], metadata, stamp, checked_ns, hashed)
 
 
 class InitCache:
@@ -122,10 +143,13 @@ class InitCache:
                                   "(--cache-dir)") from err
         self.evictions = 0
         self.damaged = 0  # blobs found missing or damaged, and dropped
+        self.hashed = 0  # opens that hashed the whole blob (the others found it settled)
         self._bytes = 0
         self._lock = threading.Lock()
         self._lru: OrderedDict[str, int] = OrderedDict()  # content hash -> bytes, oldest first
         self._keys_of: dict[str, set[str]] = {}  # content hash -> request keys naming it
+        self._settled: dict[str, Stamp] = {}  # content hash -> stamp of a settled check
+        self._newest: str | None = None  # the blob with the newest mtime
         self._scan()
 
     def _scan(self) -> None:
@@ -139,8 +163,10 @@ class InitCache:
                 blob.unlink()
                 self.damaged += 1
                 continue
+            self._settle(content, found)
             found.file.close()
             self._add(content, found.size)
+            self._newest = content
         for key_file in self.keys.iterdir():
             try:
                 content = key_file.read_text().strip()
@@ -185,12 +211,26 @@ class InitCache:
             if content_hash not in self._lru:
                 return None
             self._lru.move_to_end(content_hash)
-        found = verified(self.blob_path(content_hash), content_hash)
+            settled = self._settled.get(content_hash)
+            bump, self._newest = self._newest != content_hash, content_hash
+        found = verified(self.blob_path(content_hash), content_hash, settled)
         if found is None:
             self._drop_damaged(content_hash)
             return None
-        os.utime(found.file.fileno())  # the file that was checked, even if evicted since
+        self.hashed += found.hashed
+        if bump:
+            os.utime(found.file.fileno())  # the file that was checked, even if evicted since
+        self._settle(content_hash, found)
         return found
+
+    def _settle(self, content_hash: str, found: CachedInit) -> None:
+        """Remember the stamp of a passed check if the file had settled before the check
+        began and did not change since, so the next open need not hash it again (see the
+        module's "Integrity")."""
+        stamp = _stamp(found.file)
+        if stamp == found.stamp and found.checked_ns - stamp[3] >= SETTLED_S * 1e9:
+            with self._lock:
+                self._settled[content_hash] = stamp
 
     def _drop_damaged(self, content_hash: str) -> None:
         """Forget a blob that failed its check, unless a good copy replaced it meanwhile."""
@@ -207,6 +247,7 @@ class InitCache:
     def _forget(self, content: str) -> None:
         """Remove an init and the keys naming it (the lock is held)."""
         self._bytes -= self._lru.pop(content)
+        self._settled.pop(content, None)
         for key in self._keys_of.pop(content, ()):
             (self.keys / key).unlink(missing_ok=True)
         self.blob_path(content).unlink(missing_ok=True)
@@ -226,6 +267,8 @@ class InitCache:
             os.replace(file, blob)  # same bytes if it was there already, or a damaged copy
             os.replace(tmp_key, self.keys / key)
             self._add(content, blob.stat().st_size)
+            self._settled.pop(content, None)  # a new file under that name
+            self._newest = content
             self._keys_of[content].add(key)
             self._evict(keep=content)
         return content

@@ -188,6 +188,27 @@ def test_a_damaged_blob_fetched_by_hash_is_not_found_until_generated_again(serve
     assert server.client.get(location).content == first.content
 
 
+
+def test_a_settled_blob_is_hashed_once_and_still_caught_when_changed(
+        server: Server, monkeypatch: pytest.MonkeyPatch):
+    request = gpt2(seed=130)
+    first = post(server, request)
+
+    def hashes_of(count: int) -> float:
+        before = metric(server, "hyperinit_cache_hashed_total")
+        for _ in range(count):
+            assert post(server, request).headers["x-cache"] == "hit"
+        return metric(server, "hyperinit_cache_hashed_total") - before
+
+    monkeypatch.setattr("serve.cache.SETTLED_S", 60.0)  # just written: never settled
+    assert hashes_of(2) == 2
+    monkeypatch.setattr("serve.cache.SETTLED_S", 0.05)
+    time.sleep(0.1)
+    assert hashes_of(3) == 1  # the first hit's check settles it
+    time.sleep(0.1)  # past the clock's granularity: the change moves the ctime
+    zero_tail(blob_of(server, first))
+    again = post(server, request)
+    assert again.headers["x-cache"] == "miss" and again.content == first.content
 def test_a_restart_drops_damaged_blobs_and_bad_keys(tmp_path: Path):
     settings = config(tmp_path)
     with running(settings) as first_run:
