@@ -14,6 +14,13 @@ batch, not the model; training learns a few random windows of each model per ste
 Checkpoints from before windows (no ``window`` in their config.json) attend over the whole
 sequence, as they were trained to, and so still take at most :data:`MAX_TOKENS` tokens.
 
+A model may be conditioned on a task (``DiffusionConfig.task_dim``): every token's input
+holds a learned "no task" vector plus a linear projection of the task's descriptor, a
+fixed-length vector that any task has, seen in training or not (``training.tasks.Task.
+descriptor``: which CIFAR-10 classes it holds). Training drops the task with probability
+``cond_drop``, so the same model also samples without one, and classifier-free guidance
+mixes the two.
+
 Tokens hold the raw parameter values, so decoding is exact by construction. The model
 works on per-tensor normalized tokens ``(x - mean) / std``; the stats of an unseen
 architecture are unknown at sampling time, so a small head predicts each tensor's mean and
@@ -29,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -199,8 +206,9 @@ class DiffusionConfig:
 
     ``chunk`` is the token size; ``positions`` the number of position-in-tensor embeddings
     (later chunks share the last one); ``graph_layers`` the depth of the graph encoder;
-    ``num_tasks`` the number of task/dataset ids (0: unconditional) and ``cond_drop`` the
-    probability of dropping the task in training (classifier-free guidance); ``stats_weight``
+    ``task_dim`` the length of the task descriptors the model is conditioned on (0:
+    unconditional) and ``cond_drop`` the probability of dropping the task in training
+    (classifier-free guidance); ``stats_weight``
     weighs the per-tensor stats loss against the denoising loss; ``prediction_type`` is
     what the denoiser outputs (:func:`default_scheduler`).
 
@@ -217,7 +225,7 @@ class DiffusionConfig:
     heads: int = 4
     graph_layers: int = 2
     positions: int = 1024
-    num_tasks: int = 0
+    task_dim: int = 0
     cond_drop: float = 0.1
     stats_weight: float = 0.1
     prediction_type: str = "epsilon"
@@ -234,6 +242,9 @@ class DiffusionConfig:
                              f"{self.window}")
         if self.train_windows < 1:
             raise ValueError(f"train_windows must be positive, got {self.train_windows}")
+        if self.task_dim < 0 or not 0 <= self.cond_drop <= 1:
+            raise ValueError(f"task_dim must be at least 0 (0: unconditional) and cond_drop in "
+                             f"0..1, got task_dim={self.task_dim}, cond_drop={self.cond_drop}")
 
     @property
     def train_tokens(self) -> int | None:
@@ -249,11 +260,74 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
+class Described(Protocol):
+    """A task as sampling takes it: anything with a descriptor (``training.tasks.Task``)."""
+
+    def descriptor(self) -> torch.Tensor: ...
+
+
+TaskLike = Described | torch.Tensor | Sequence[float]
+
+
+def task_vector(task: TaskLike, task_dim: int) -> torch.Tensor:
+    """``task``'s descriptor as a float32 vector of ``task_dim`` values: from its
+    ``descriptor()``, or the vector itself; a clear error for anything else."""
+    if task_dim == 0:
+        raise ValueError("this weight-diffusion generator is unconditional (task_dim 0): it "
+                         "takes no task, sample without one")
+    value = task.descriptor() if hasattr(task, "descriptor") else task
+    if isinstance(value, int | float | str):
+        raise ValueError(f"a task is a training.tasks.Task (anything with a descriptor()) or a "
+                         f"descriptor vector of {task_dim} numbers, got {value!r}")
+    vector = torch.as_tensor(value, dtype=torch.float32).cpu()
+    if vector.shape != (task_dim,):
+        raise ValueError(f"this generator takes task descriptors of {task_dim} values (shape "
+                         f"({task_dim},)), got shape {tuple(vector.shape)}")
+    if not torch.isfinite(vector).all():
+        raise ValueError(f"the task descriptor has non-finite values: {vector.tolist()}")
+    return vector
+
+
+class TaskConditioning(nn.Module):
+    """The task's part of every token's input: a learned "no task" vector, plus a linear
+    projection of the task's descriptor when there is one.
+
+    ``weight`` ``(1, hidden)`` is the "no task" vector, the unconditional branch of
+    classifier-free guidance; it is named and shaped as the one row of the task-id table of
+    earlier checkpoints, so they load and sample as before. ``proj`` (``task_dim`` ->
+    ``hidden``, no bias; none when ``task_dim`` is 0) starts at zero: a new conditional model
+    starts as an unconditional one and learns what each descriptor shifts.
+    """
+
+    def __init__(self, task_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(1, hidden))
+        nn.init.normal_(self.weight)  # as nn.Embedding does: same draws as before
+        self.proj = nn.Linear(task_dim, hidden, bias=False) if task_dim else None
+        if self.proj is not None:
+            nn.init.zeros_(self.proj.weight)
+
+    def forward(self, n: int, tasks: torch.Tensor | None = None,
+                dropped: torch.Tensor | None = None) -> torch.Tensor:
+        """``(n, hidden)``: for descriptors ``tasks`` ``(n, task_dim)`` (None: no task), with
+        the rows where ``dropped`` is True left at "no task"."""
+        none = self.weight.expand(n, -1)
+        if tasks is None:
+            return none
+        if self.proj is None:
+            raise ValueError("this weight-diffusion generator is unconditional (task_dim 0): "
+                             "it takes no task")
+        shift = self.proj(tasks)
+        if dropped is not None:
+            shift = shift.masked_fill(dropped[:, None], 0.0)
+        return none + shift
+
+
 class WeightDiffusion(Generator):
     """Transformer denoiser over the weight tokens of one architecture, graph-conditioned.
 
     A token's input is ``linear(noisy chunk) + position + role + size + node embedding +
-    timestep (+ task)``; its output is the predicted noise or clean tokens
+    timestep + task`` (:class:`TaskConditioning`); its output is the predicted noise or clean tokens
     (``prediction_type``). Tokens attend within their window of ``config.window``.
     ``self.scheduler`` is the DDPM training schedule, saved beside the weights as
     ``scheduler_config.json``.
@@ -275,8 +349,7 @@ class WeightDiffusion(Generator):
         self.role = nn.Embedding(len(ROLES) + 8, d)  # spare rows: roles are append-only
         self.numel = nn.Embedding(BUCKETS, d)  # log2 buckets of the tensor size
         self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
-        # Row num_tasks is "no task": the unconditional branch of classifier-free guidance.
-        self.task = nn.Embedding(config.num_tasks + 1, d)
+        self.task = TaskConditioning(config.task_dim, d)
         layer = nn.TransformerEncoderLayer(d, config.heads, 4 * d, dropout=0.0,
                                            activation="gelu", batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
@@ -289,14 +362,17 @@ class WeightDiffusion(Generator):
     @classmethod
     def config_from_dict(cls, config: dict[str, Any]) -> DiffusionConfig:
         """A config.json without ``window`` was written before windows: its model attends
-        over whole sequences, with learned positions only, as it was trained."""
+        over whole sequences, with learned positions only, as it was trained. One with
+        ``num_tasks`` was written before task descriptors: with 0 (every such shipped
+        checkpoint) it is unconditional, and its one-row table is the "no task" vector."""
+        config = dict(config)
+        num_tasks = config.pop("num_tasks", 0)
+        if num_tasks:
+            raise ValueError(f"num_tasks={num_tasks}: task-id tables were replaced by task "
+                             "descriptors (task_dim), and this version cannot read their rows")
         before_windows = {} if "window" in config else {"window": None,
                                                         "sinusoidal_positions": False}
         return DiffusionConfig(**{**before_windows, **config})
-
-    @property
-    def null_task(self) -> int:
-        return self.config.num_tasks
 
     def _tensor_features(self, meta: TokenMeta, node_emb: torch.Tensor) -> torch.Tensor:
         """``(params, hidden)``: what is known of each tensor before its values."""
@@ -320,13 +396,16 @@ class WeightDiffusion(Generator):
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, metas: Sequence[TokenMeta],
                 node_embs: Sequence[torch.Tensor], tasks: torch.Tensor | None = None,
-                starts: Sequence[int] | None = None) -> torch.Tensor:
+                starts: Sequence[int] | None = None, dropped: torch.Tensor | None = None,
+                ) -> torch.Tensor:
         """Predicted noise or clean tokens ``(B, T, chunk)`` for padded normalized ``noisy``.
 
         ``metas[b]``/``node_embs[b]`` describe sample ``b`` (several samples may share one
         graph); ``noisy[b]`` holds its tokens from ``starts[b]`` on (default 0: from the
         first), a multiple of ``config.window`` so windows stay where they are; tokens past
-        its last one are padding and are masked out.
+        its last one are padding and are masked out. ``tasks`` are the samples' task
+        descriptors ``(B, task_dim)`` (None: no task); samples where ``dropped`` is True get
+        none (classifier-free dropout).
         """
         b, t, _ = noisy.shape
         starts = [0] * b if starts is None else list(starts)
@@ -343,9 +422,7 @@ class WeightDiffusion(Generator):
             keep[i, :n] = True
         h = self.inp(noisy) + cond
         h = h + self.time(timestep_embedding(timesteps, self.config.hidden))[:, None]
-        if tasks is None:
-            tasks = torch.full((b,), self.null_task, dtype=torch.long, device=dev)
-        h = h + self.task(tasks)[:, None]
+        h = h + self.task(b, tasks, dropped)[:, None]
         return self.out(self.norm(self._attend(h, keep)))
 
     def _check_span(self, tokens: int, starts: Sequence[int], meta: TokenMeta) -> None:
@@ -384,12 +461,12 @@ class WeightDiffusion(Generator):
             out[part] = self.blocks(windows[part], src_key_padding_mask=~keep[part])
         return out.reshape(b, t + pad, d)[:, :t]
 
-    def iter_tensors(self, graph: ArchGraph, seed: int = 0,
+    def iter_tensors(self, graph: ArchGraph, seed: int = 0, task: TaskLike | None = None,
                      ) -> Iterator[tuple[str, torch.Tensor]]:
         """Every parameter of ``graph`` in graph order, from one default DDIM sample drawn
-        with ``seed``: unlike a GHN's, the whole sample is computed before the first
-        tensor."""
-        state = sample_state_dicts(self, graph, n=1, seed=seed)[0]
+        with ``seed`` for ``task`` (a ``training.tasks.Task`` or its descriptor; None: no
+        task): unlike a GHN's, the whole sample is computed before the first tensor."""
+        state = sample_state_dicts(self, graph, n=1, seed=seed, task=task)[0]
         for p in graph.params:
             yield p.name, state[p.name]
 
@@ -428,14 +505,15 @@ def train_start(config: DiffusionConfig, tokens: int) -> int:
 
 
 def diffusion_loss(model: WeightDiffusion, batch: Sequence[tuple[torch.Tensor, TokenMeta]],
-                   tasks: Sequence[int] | None = None) -> torch.Tensor:
+                   tasks: Sequence[TaskLike] | None = None) -> torch.Tensor:
     """Denoising loss (MSE of the predicted noise or clean tokens, on real values) plus the
     weighted per-tensor stats loss.
 
-    ``batch`` holds ``WeightTokenizer.encode`` outputs; ``tasks`` their task ids when the
-    model is task-conditioned (dropped with probability ``cond_drop``). Each sample
-    denoises a random run of ``train_windows`` windows of its model (all of it when it is
-    shorter, or when attention is full), so a step costs the same for a model of any size.
+    ``batch`` holds ``WeightTokenizer.encode`` outputs; ``tasks`` their tasks (``Task`` objects
+    or descriptors) when the model is task-conditioned, each dropped with probability
+    ``cond_drop``. Each sample denoises a random run of ``train_windows`` windows of its
+    model (all of it when it is shorter, or when attention is full), so a step costs the
+    same for a model of any size.
     Randomness comes from torch's global generator, so a trainer seeds it.
     """
     dev = model.inp.weight.device
@@ -451,12 +529,14 @@ def diffusion_loss(model: WeightDiffusion, batch: Sequence[tuple[torch.Tensor, T
     steps = model.scheduler.config.num_train_timesteps
     timesteps = torch.randint(0, steps, (len(batch),), device=dev)
     noisy = model.scheduler.add_noise(clean, noise, timesteps)
-    task_ids = None
+    descriptors = dropped = None
     if tasks is not None:
-        task_ids = torch.as_tensor(list(tasks), dtype=torch.long, device=dev)
-        drop = torch.rand(len(batch), device=dev) < model.config.cond_drop
-        task_ids = task_ids.masked_fill(drop, model.null_task)
-    pred = model(noisy, timesteps, metas, node_embs, task_ids, starts)
+        if len(tasks) != len(batch):
+            raise ValueError(f"tasks has {len(tasks)} entries for a batch of {len(batch)}")
+        descriptors = torch.stack([task_vector(t, model.config.task_dim) for t in tasks])
+        descriptors = descriptors.to(dev)
+        dropped = torch.rand(len(batch), device=dev) < model.config.cond_drop
+    pred = model(noisy, timesteps, metas, node_embs, descriptors, starts, dropped)
     target = noise if model.config.prediction_type == "epsilon" else clean
     denoise = ((pred - target) ** 2 * mask).sum() / (mask.sum() * 1.0)
     stats = torch.cat([model.predict_stats(meta, emb) for meta, emb in zip(metas, node_embs,
@@ -472,14 +552,17 @@ DDIM_STEPS = 50  # sampling steps when none are given
 
 @torch.no_grad()
 def sample_state_dicts(model: WeightDiffusion, graph: ArchGraph, n: int = 1, seed: int = 0,
-                       steps: int = DDIM_STEPS, guidance: float = 1.0, task: int | None = None,
+                       steps: int = DDIM_STEPS, guidance: float = 1.0,
+                       task: TaskLike | None = None,
                        clip: float | None = 4.0, window_batch: int = WINDOW_BATCH,
                        ) -> list[dict[str, torch.Tensor]]:
     """``n`` sampled parameter dicts for ``graph`` (tied aliases included, no buffers).
 
     DDIM with ``steps`` steps and eta 0: the seed fixes the starting noise, so a seed gives
-    fixed values. With a ``task`` and ``guidance`` other than 1, classifier-free guidance
-    mixes the conditional and the unconditional prediction. ``clip`` bounds each step's
+    fixed values. ``task`` (a ``training.tasks.Task``, seen in training or not, or its
+    descriptor of ``config.task_dim`` values) conditions a task-conditioned model; None
+    samples without a task. With a ``task`` and ``guidance`` other than 1, classifier-free
+    guidance mixes the conditional and the unconditional prediction. ``clip`` bounds each step's
     predicted clean tokens to that many per-tensor stds (DDIM's ``clip_sample``): without
     it an undertrained denoiser's early x0 estimates blow up (a tiny test model gave
     weights 80x too large); ``None`` turns it off.
@@ -492,9 +575,7 @@ def sample_state_dicts(model: WeightDiffusion, graph: ArchGraph, n: int = 1, see
     if n < 1 or steps < 1 or window_batch < 1:
         raise ValueError(f"n, steps and window_batch must be positive, got n={n}, "
                          f"steps={steps}, window_batch={window_batch}")
-    if task is not None and not 0 <= task < model.config.num_tasks:
-        raise ValueError(f"task {task} is out of range: this generator knows "
-                         f"{model.config.num_tasks} tasks")
+    vector = None if task is None else task_vector(task, model.config.task_dim)
     was_training = model.training
     model.eval()
     dev = model.inp.weight.device
@@ -508,29 +589,28 @@ def sample_state_dicts(model: WeightDiffusion, graph: ArchGraph, n: int = 1, see
         clip_sample_range=clip or 1.0)
     scheduler.set_timesteps(steps)
     span = len(meta.layer) if model.config.window is None else model.config.window * window_batch
-    null = torch.full((n,), model.null_task, dtype=torch.long, device=dev)
-    tasks = null if task is None else torch.full_like(null, task)
-    uncond = null if task is not None and guidance != 1.0 else None
+    tasks = None if vector is None else vector.to(dev).expand(n, -1)
     for start in range(0, len(meta.layer), span):
         noisy = x[:, start:start + span].to(dev)
         x[:, start:start + span] = _denoise(model, scheduler, noisy, start, meta, node_emb,
-                                            tasks, uncond, guidance).cpu()
+                                            tasks, guidance).cpu()
     model.train(was_training)
     return [model.tokenizer.decode(meta.denormalize(xi).float(), meta) for xi in x]
 
 
 def _denoise(model: WeightDiffusion, scheduler: DDIMScheduler, x: torch.Tensor, start: int,
-             meta: TokenMeta, node_emb: torch.Tensor, tasks: torch.Tensor,
-             uncond: torch.Tensor | None, guidance: float) -> torch.Tensor:
+             meta: TokenMeta, node_emb: torch.Tensor, tasks: torch.Tensor | None,
+             guidance: float) -> torch.Tensor:
     """Every DDIM step on noisy tokens ``x`` ``(n, span, chunk)``, tokens ``start`` on of
-    ``meta``; with ``uncond`` tasks, classifier-free guidance of weight ``guidance``."""
+    ``meta``, for task descriptors ``tasks`` (None: no task); with tasks and ``guidance``
+    other than 1, classifier-free guidance of that weight."""
     n = len(x)
     metas, embs, starts = [meta] * n, [node_emb] * n, [start] * n
     for t in scheduler.timesteps:
         timesteps = torch.full((n,), int(t), dtype=torch.long, device=x.device)
         out = model(x, timesteps, metas, embs, tasks, starts)
-        if uncond is not None:
-            free = model(x, timesteps, metas, embs, uncond, starts)
+        if tasks is not None and guidance != 1.0:
+            free = model(x, timesteps, metas, embs, None, starts)
             out = free + guidance * (out - free)
         x = scheduler.step(out, t, x).prev_sample
     return x
@@ -545,7 +625,7 @@ def load_diffusion(generator: str | os.PathLike | WeightDiffusion) -> WeightDiff
 
 def sample(arch: Arch, generator: str | os.PathLike | WeightDiffusion, *, n: int = 1,
            seed: int = 0, num_classes: int | None = None, steps: int = DDIM_STEPS,
-           guidance: float = 1.0, task: int | None = None, clip: float | None = 4.0,
+           guidance: float = 1.0, task: TaskLike | None = None, clip: float | None = 4.0,
            window_batch: int = WINDOW_BATCH, dtype: str | torch.dtype | None = None,
            **kwargs: Any) -> list[dict[str, torch.Tensor]]:
     """``n`` sampled inits of ``arch``, each with exactly the keys of ``model.state_dict()``.

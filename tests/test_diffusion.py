@@ -45,7 +45,7 @@ def zoo(graph) -> list[tuple[dict[str, torch.Tensor], graphs.ArchGraph]]:
 
 
 def fit(model: WeightDiffusion, zoo, steps: int, lr: float = 1e-3,
-        tasks: list[int] | None = None) -> list[float]:
+        tasks: list | None = None) -> list[float]:
     """A few AdamW steps on the whole in-memory zoo (the project's loop needs a zoo folder:
     see test_diffusion_training.py); returns the loss of every step."""
     batch = [model.tokenizer.encode(state, graph) for state, graph in zoo]
@@ -218,16 +218,51 @@ def test_bad_checkpoints_raise_checkpoint_error(tmp_path, trained):
         WeightDiffusion.from_pretrained(tmp_path)
 
 
-def test_classifier_free_guidance(graph, zoo):
+def test_classifier_free_guidance_on_task_descriptors(graph, zoo, tmp_path):
     torch.manual_seed(0)
-    model = WeightDiffusion(DiffusionConfig(**{**asdict(TINY), "num_tasks": 2}))
-    fit(model, zoo, steps=3, tasks=[i % 2 for i in range(len(zoo))])
-    plain, guided = (sample_state_dicts(model, graph, seed=0, steps=3, task=1, guidance=g)[0]
-                     for g in (1.0, 3.0))
+    model = WeightDiffusion(DiffusionConfig(**{**asdict(TINY), "task_dim": 3}))
+    tasks = [torch.tensor([1.0, 1.0, 0.0]) if i % 2 else [0.0, 1.0, 1.0] for i in range(len(zoo))]
+    fit(model, zoo, steps=3, tasks=tasks)
+    plain, guided = (sample_state_dicts(model, graph, seed=0, steps=3, task=tasks[1],
+                                        guidance=g)[0] for g in (1.0, 3.0))
     assert all(torch.isfinite(v).all() for v in guided.values())
     assert not torch.equal(plain["0.weight"], guided["0.weight"])
-    with pytest.raises(ValueError, match="task 2 is out of range"):
-        sample_state_dicts(model, graph, task=2)
+    other, unseen, free = (sample_state_dicts(model, graph, seed=0, steps=3, task=t)[0]
+                           for t in (tasks[0], [1.0, 0.0, 1.0], None))
+    assert not torch.equal(plain["0.weight"], other["0.weight"])  # the descriptor matters
+    assert not torch.equal(unseen["0.weight"], free["0.weight"])  # unseen tasks have one too
+    model.save_pretrained(tmp_path)
+    loaded = WeightDiffusion.from_pretrained(tmp_path)
+    again = sample_state_dicts(loaded, graph, seed=0, steps=3, task=tasks[1])[0]
+    assert loaded.config.task_dim == 3 and torch.equal(again["0.weight"], plain["0.weight"])
+
+
+def test_task_arguments_are_checked(graph, zoo):
+    conditional = WeightDiffusion(DiffusionConfig(**{**asdict(TINY), "task_dim": 3}))
+    with pytest.raises(ValueError, match=r"descriptors of 3 values .*got shape \(2,\)"):
+        sample_state_dicts(conditional, graph, task=[1.0, 0.0])
+    with pytest.raises(ValueError, match="or a descriptor vector of 3 numbers, got 1"):
+        sample_state_dicts(conditional, graph, task=1)
+    with pytest.raises(ValueError, match="non-finite"):
+        sample_state_dicts(conditional, graph, task=[1.0, float("nan"), 0.0])
+    batch = [conditional.tokenizer.encode(state, g) for state, g in zoo[:2]]
+    with pytest.raises(ValueError, match="tasks has 1 entries for a batch of 2"):
+        diffusion_loss(conditional, batch, [[1.0, 1.0, 0.0]])
+    with pytest.raises(ValueError, match=r"unconditional \(task_dim 0\)"):
+        sample_state_dicts(WeightDiffusion(TINY), graph, task=[1.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="task_dim must be at least 0"):
+        DiffusionConfig(task_dim=-1)
+
+
+def test_a_config_with_a_task_id_table_is_refused(tmp_path):
+    WeightDiffusion(TINY).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["task_dim"]
+    (tmp_path / "config.json").write_text(json.dumps({**config, "num_tasks": 0}))
+    assert WeightDiffusion.from_pretrained(tmp_path).config.task_dim == 0
+    (tmp_path / "config.json").write_text(json.dumps({**config, "num_tasks": 2}))
+    with pytest.raises(CheckpointError, match="task-id tables were replaced"):
+        WeightDiffusion.from_pretrained(tmp_path)
 
 
 def test_predict_cli_takes_a_diffusion_folder(tmp_path, trained, capsys):

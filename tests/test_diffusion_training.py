@@ -1,4 +1,5 @@
-"""Weight diffusion end to end on real weights: slow (minutes of CPU training)."""
+"""Weight diffusion end to end on real weights: trained on tiny zoos, with and without tasks
+(the slow ones take minutes of CPU training)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
+from hyperinit.diffusion import WeightDiffusion, sample, sample_state_dicts
 from training.config import TrainConfig
 from training.run import train
+from training.tasks import Task, held_out_tasks
+from training.zoo import arch_graph, build_arch, load_zoo
 from training.zoo_eval import ZooEvalConfig, evaluate_zoo
 
 
@@ -33,3 +38,31 @@ def test_a_model_of_one_checkpoint_samples_it_back(tmp_path, tiny_zoo, shared_da
     for row in (r for r in rows if r["method"] == "diffusion"):
         assert row["distance"] < 0.2 and row["overlap"] > 0.8
         assert abs(row["at"]["0"]["accuracy"] - checkpoint) < 0.03
+
+
+def test_a_zoo_over_tasks_trains_a_task_conditioned_model(tmp_path, tiny_task_zoo, tiny_zoo):
+    """The trainer feeds each checkpoint its recorded task: the descriptor projection starts
+    at zero, so samples for different tasks differ only if training fed descriptors."""
+    options = {"generator": "diffusion", "steps": 4, "batch_size": 4, "hidden": 16,
+               "layers": 1, "heads": 2, "graph_layers": 1, "chunk": 16, "window": 64,
+               "checkpoint_every": 4, "device": "cpu"}
+    folder = train(TrainConfig(zoo=tiny_task_zoo[0].out, out=str(tmp_path / "tasks"),
+                               **options))
+    model = WeightDiffusion.from_pretrained(folder)
+    assert model.config.task_dim == 10
+    graph = arch_graph("bnresnet-1", 3)
+    seen = Task.parse(load_zoo(tiny_task_zoo[0].out)[0].record["task"])
+    unseen = held_out_tasks(3)[0]
+    states = [sample_state_dicts(model, graph, seed=0, steps=2, task=t)[0]
+              for t in (seen, unseen, seen.descriptor(), None)]
+    name = graph.params[0].name
+    assert torch.equal(states[0][name], states[2][name])  # a Task or its descriptor
+    assert not torch.equal(states[0][name], states[1][name])
+    assert not torch.equal(states[1][name], states[3][name])
+    init = sample(build_arch("bnresnet-1", 3), generator=model, task=unseen, steps=2)[0]
+    assert init.keys() == build_arch("bnresnet-1", 3).state_dict().keys()
+    assert dict(model.iter_tensors(graph, task=seen)).keys() == states[0].keys()
+    with pytest.raises(ValueError, match=r"descriptors of 10 values .*got shape \(3,\)"):
+        sample_state_dicts(model, graph, task=[1.0, 1.0, 1.0])
+    plain = train(TrainConfig(zoo=tiny_zoo[0].out, out=str(tmp_path / "plain"), **options))
+    assert WeightDiffusion.from_pretrained(plain).config.task_dim == 0
