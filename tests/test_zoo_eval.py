@@ -23,9 +23,7 @@ from training.recipe import EvalData
 from training.run import train
 from training.zoo import ZooConfig, build_arch, build_zoo
 from training.zoo_eval import (
-    METHODS,
     Checkpoints,
-    ZooEvalConfig,
     average,
     evaluate_zoo,
     fitted_gaussian,
@@ -35,6 +33,7 @@ from training.zoo_eval import (
     sample_count,
     training_checkpoints,
 )
+from training.zoo_eval_config import METHODS, ZooEvalConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

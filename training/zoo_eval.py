@@ -45,9 +45,8 @@ and ``novelty.png`` (accuracy at the first k against overlap) summarize them.
 from __future__ import annotations
 
 import json
-import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -57,12 +56,9 @@ from torch import nn
 from tqdm import tqdm
 
 import hyperinit
-from graphs.draw import save_figure
 from hyperinit.diffusion import WeightDiffusion, load_diffusion, sample_state_dicts
 from hyperinit.generator import folder_id
 
-from .config import as_tuple
-from .eval_report import mean_std
 from .recipe import (
     EvalData,
     RecipeConfig,
@@ -71,20 +67,17 @@ from .recipe import (
     resolve_device,
     train_and_measure,
 )
-from .results import RESULTS, check_resumable, load_rows, write_text
+from .results import RESULTS, check_resumable, load_rows
 from .zoo import (
     ZooEntry,
     arch_graph,
     build_arch,
     load_zoo,
-    parse_arch,
     select_checkpoints,
 )
+from .zoo_eval_config import MEAN_OF, NOISE, ZooEvalConfig
+from .zoo_eval_report import write_reports
 
-METHODS = ("diffusion", "checkpoint", "noise-0.06", "noise-0.12", "mean-16", "gaussian", "ghn",
-           "default")
-NOISE = {"noise-0.06": 0.06, "noise-0.12": 0.12}  # relative std of the added noise
-MEAN_OF = 16  # checkpoints per mean-16 model
 # Options that change the numbers of a row: a resumed run must keep them. ``ghn_models``
 # names how the ghn method makes its models (earlier rows used a prediction seed per model);
 # ``generator_id`` is the diffusion folder's name and weights hash (retrained in place: new).
@@ -92,70 +85,6 @@ GHN_MODELS = "one prediction"
 ROW_OPTIONS = ("generator", "generator_id", "zoo", "step", "seed", "ghn", "ghn_models",
                "diffusion_steps", "data", "ks", "train_samples", "test_samples", "batch_size",
                "lr", "weight_decay", "amp")
-
-
-@dataclass
-class ZooEvalConfig:
-    """What to evaluate and how. ``None`` recipe options take the image defaults of
-    :class:`training.recipe.RecipeConfig`. Lists are JSON (``ks=[0,50]``) or comma-separated
-    (``methods=diffusion,ghn``).
-    """
-
-    generator: str | None = None  # weight-diffusion folder; needed with the diffusion method
-    zoo: str | None = None  # model zoo folder (hyperinit zoo build's out)
-    out: str = "runs/zoo-eval"
-    # what to run
-    step: int | None = None  # the zoo step whose checkpoints are C; None: each arch's last
-    archs: tuple[str, ...] | None = None  # zoo architecture names ("vgg-9"); None: all
-    methods: tuple[str, ...] = METHODS
-    samples: int = 8  # models per method and arch
-    ks: tuple[int, ...] = (0, 50)  # measure after these many training steps
-    seed: int = 0
-    ghn: str | None = None  # hypernetwork for the ghn method; None: the shipped default
-    diffusion_steps: int = 50  # DDIM steps per sample
-    # data and recipe
-    data: str | None = None  # CIFAR-10 zip or ImageFolder; None: the data folder's zip
-    train_samples: int | None = None
-    test_samples: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    # run
-    device: str = "auto"  # "auto", "cpu", "cuda"
-    amp: bool = True  # bfloat16 autocast on GPU; ignored on CPU
-
-    def __post_init__(self) -> None:
-        if not self.zoo:
-            raise ValueError("zoo is required: the model zoo folder to evaluate against")
-        self.methods = as_tuple(self.methods)
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise ValueError(f"unknown method(s) {unknown}: methods are {', '.join(METHODS)}")
-        if "diffusion" in self.methods and not self.generator:
-            raise ValueError("generator is required for the diffusion method: a weight-diffusion "
-                             "folder (or leave diffusion out of methods)")
-        if self.archs is not None:
-            self.archs = as_tuple(self.archs)
-            for arch in self.archs:
-                parse_arch(arch)
-        for name in ("samples", "diffusion_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.step is not None and self.step < 0:
-            raise ValueError(f"step must be a saved step (>= 0) or None, got {self.step}")
-        recipe = self.recipe()  # validates ks, sizes and device, and fills the defaults
-        self.ks, self.batch_size, self.lr, self.weight_decay = (
-            recipe.ks, recipe.batch_size, recipe.lr, recipe.weight_decay)
-
-    def recipe(self) -> RecipeConfig:
-        """The training and measuring recipe, as :func:`train_and_measure` takes it."""
-        return RecipeConfig(task="image", data=self.data, ks=self.ks,
-                            train_samples=self.train_samples, test_samples=self.test_samples,
-                            batch_size=self.batch_size, lr=self.lr,
-                            weight_decay=self.weight_decay, device=self.device, amp=self.amp)
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))  # tuples as lists, as config.json has them
 
 
 # ----- checkpoints and novelty --------------------------------------------------------------
@@ -437,94 +366,3 @@ def evaluate_zoo(cfg: ZooEvalConfig) -> list[dict[str, Any]]:
     rows = [done[job] for job in jobs]
     write_reports(cfg, rows, out)
     return rows
-
-
-# ----- reports ------------------------------------------------------------------------------
-def _mean(values: list[float | None]) -> float | None:
-    kept = [v for v in values if v is not None]
-    return statistics.fmean(kept) if kept else None
-
-
-def summarize(cfg: ZooEvalConfig, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (arch, method): models, accuracy mean and std at each k, mean distance, overlap
-    and sampling seconds (and, where made, one-model sampling seconds and ``averaged``)."""
-    summary = []
-    for (arch, method), group in groupby(rows, key=lambda r: (r["arch"], r["method"])):
-        group = list(group)
-        accuracy = {}
-        for k in map(str, cfg.ks):
-            mean, std = mean_std([r["at"][k]["accuracy"] for r in group])
-            accuracy[k] = {"mean": mean, "std": std}
-        item = {"arch": arch, "zoo_step": group[0]["zoo_step"], "method": method,
-                "models": len(group), "accuracy": accuracy}
-        for key in ("distance", "overlap", "sample_seconds", "sample_seconds_one", "averaged"):
-            if key in group[0]:
-                item[key] = _mean([r[key] for r in group])
-        summary.append(item)
-    return summary
-
-
-def make_table(cfg: ZooEvalConfig, summary: list[dict[str, Any]]) -> str:
-    """Markdown: one line per arch and method, accuracy (%) at each k and novelty."""
-    def num(value: float | None, digits: int) -> str:
-        return "—" if value is None else f"{value:.{digits}f}"
-
-    steps = ", ".join(dict.fromkeys(f"{s['zoo_step']} ({s['arch']})" for s in summary))
-    head = ["arch", "method", "models", *(f"acc k={k}" for k in cfg.ks), "distance", "overlap",
-            "s/model"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for s in summary:
-        method = s["method"]
-        if s.get("averaged", MEAN_OF) < MEAN_OF:
-            method += f" (all {s['averaged']:.0f})"
-        seconds = num(s["sample_seconds"], 3)
-        if "sample_seconds_one" in s:
-            seconds += f" (alone {num(s['sample_seconds_one'], 3)})"
-        acc = [f"{100 * a['mean']:.1f} ± {100 * a['std']:.1f}" for a in s["accuracy"].values()]
-        lines.append("| " + " | ".join([s["arch"], method, str(s["models"]), *acc,
-                                        num(s.get("distance"), 3), num(s.get("overlap"), 3),
-                                        seconds]) + " |")
-    title = (f"CIFAR-10 test accuracy (%), mean ± std over each method's models, after k "
-             f"training steps (lr {cfg.lr}, batch {cfg.batch_size}, weight decay "
-             f"{cfg.weight_decay}). Novelty against the training checkpoints of {cfg.zoo} at "
-             f"step {steps}: distance = min relative L2 "
-             "distance of the parameters, overlap = max fraction of test images with the same "
-             "untrained prediction (checkpoint rows: to the other checkpoints). s/model: "
-             f"seconds to make one model. Generator: {cfg.generator or '—'}; ghn: "
-             f"{cfg.ghn or 'default'}.\n\n")
-    return title + "\n".join(lines) + "\n"
-
-
-def plot_novelty(cfg: ZooEvalConfig, rows: list[dict[str, Any]], path: Path) -> Path:
-    """Accuracy at the first k against prediction overlap, one point per model, one color
-    per method, one panel per arch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    archs = list(dict.fromkeys(r["arch"] for r in rows))
-    k = str(cfg.ks[0])
-    fig, axes = plt.subplots(1, len(archs), figsize=(6 * len(archs), 4.5), squeeze=False)
-    for ax, arch in zip(axes[0], archs, strict=True):
-        for method in cfg.methods:
-            points = [(r["overlap"], 100 * r["at"][k]["accuracy"]) for r in rows
-                      if r["arch"] == arch and r["method"] == method and r["overlap"] is not None]
-            if points:
-                ax.scatter(*zip(*points, strict=True), label=method, alpha=0.8,
-                           color=f"C{cfg.methods.index(method)}")
-        ax.set(xlabel="prediction overlap with the nearest training checkpoint",
-               ylabel=f"test accuracy (%) at k={k}", title=arch)
-        ax.legend(fontsize=8)
-    save_figure(fig, path)
-    return path
-
-
-def write_reports(cfg: ZooEvalConfig, rows: list[dict[str, Any]], out: Path) -> str:
-    """``results.json`` (the summary), ``table.md`` and ``novelty.png``; returns the table."""
-    summary = summarize(cfg, rows)
-    write_text(out / "results.json", json.dumps(summary, indent=1))
-    table = make_table(cfg, summary)
-    write_text(out / "table.md", table)
-    plot_novelty(cfg, rows, out / "novelty.png")
-    return table
