@@ -20,6 +20,7 @@ from .errors import (
     DiskFullError,
     GeneratorLimitError,
     OutputPathError,
+    TaskError,
 )
 from .version import __version__
 
@@ -65,6 +66,7 @@ __all__ = [
     "GraphHyperNetwork",
     "OutputPathError",
     "PredictDefaults",
+    "TaskError",
     "WeightDiffusion",
     "calibrate_batchnorm",
     "from_hub",

@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +49,7 @@ from graphs.graph import ROLE_INDEX
 from .checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from .encoder import BUCKETS, GraphEncoder, log_bucket
 from .errors import CheckpointError, GeneratorLimitError
-from .generator import Generator, PredictDefaults
+from .generator import Generator, PredictDefaults, TaskLike
 from .target import Arch, parse_dtype, reset_buffers, resolve_target
 
 SCHEDULER_FILE = "scheduler_config.json"
@@ -260,34 +260,6 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
-class Described(Protocol):
-    """A task as sampling takes it: anything with a descriptor (``training.tasks.Task``)."""
-
-    def descriptor(self) -> torch.Tensor: ...
-
-
-TaskLike = Described | torch.Tensor | Sequence[float]
-
-
-def task_vector(task: TaskLike, task_dim: int) -> torch.Tensor:
-    """``task``'s descriptor as a float32 vector of ``task_dim`` values: from its
-    ``descriptor()``, or the vector itself; a clear error for anything else."""
-    if task_dim == 0:
-        raise ValueError("this weight-diffusion generator is unconditional (task_dim 0): it "
-                         "takes no task, sample without one")
-    value = task.descriptor() if hasattr(task, "descriptor") else task
-    if isinstance(value, int | float | str):
-        raise ValueError(f"a task is a training.tasks.Task (anything with a descriptor()) or a "
-                         f"descriptor vector of {task_dim} numbers, got {value!r}")
-    vector = torch.as_tensor(value, dtype=torch.float32).cpu()
-    if vector.shape != (task_dim,):
-        raise ValueError(f"this generator takes task descriptors of {task_dim} values (shape "
-                         f"({task_dim},)), got shape {tuple(vector.shape)}")
-    if not torch.isfinite(vector).all():
-        raise ValueError(f"the task descriptor has non-finite values: {vector.tolist()}")
-    return vector
-
-
 class TaskConditioning(nn.Module):
     """The task's part of every token's input: a learned "no task" vector, plus a linear
     projection of the task's descriptor when there is one.
@@ -335,6 +307,7 @@ class WeightDiffusion(Generator):
 
     kind = "weight-diffusion"
     config_class = DiffusionConfig
+    untasked = "a weight-diffusion generator that is unconditional (task_dim 0)"
 
     def __init__(self, config: DiffusionConfig | None = None,
                  defaults: PredictDefaults | None = None) -> None:
@@ -373,6 +346,10 @@ class WeightDiffusion(Generator):
         before_windows = {} if "window" in config else {"window": None,
                                                         "sinusoidal_positions": False}
         return DiffusionConfig(**{**before_windows, **config})
+
+    @property
+    def task_dim(self) -> int:
+        return self.config.task_dim
 
     def _tensor_features(self, meta: TokenMeta, node_emb: torch.Tensor) -> torch.Tensor:
         """``(params, hidden)``: what is known of each tensor before its values."""
@@ -533,7 +510,7 @@ def diffusion_loss(model: WeightDiffusion, batch: Sequence[tuple[torch.Tensor, T
     if tasks is not None:
         if len(tasks) != len(batch):
             raise ValueError(f"tasks has {len(tasks)} entries for a batch of {len(batch)}")
-        descriptors = torch.stack([task_vector(t, model.config.task_dim) for t in tasks])
+        descriptors = torch.stack([model.task_vector(t) for t in tasks])
         descriptors = descriptors.to(dev)
         dropped = torch.rand(len(batch), device=dev) < model.config.cond_drop
     pred = model(noisy, timesteps, metas, node_embs, descriptors, starts, dropped)
@@ -575,7 +552,7 @@ def sample_state_dicts(model: WeightDiffusion, graph: ArchGraph, n: int = 1, see
     if n < 1 or steps < 1 or window_batch < 1:
         raise ValueError(f"n, steps and window_batch must be positive, got n={n}, "
                          f"steps={steps}, window_batch={window_batch}")
-    vector = None if task is None else task_vector(task, model.config.task_dim)
+    vector = None if task is None else model.task_vector(task)
     was_training = model.training
     model.eval()
     dev = model.inp.weight.device

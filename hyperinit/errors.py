@@ -18,3 +18,8 @@ class DiskFullError(OutputPathError):
 
 class GeneratorLimitError(ValueError):
     """An architecture is beyond what a generator can make (too large for it)."""
+
+
+class TaskError(ValueError):
+    """A task a generator cannot take: any task for a generator without task conditioning,
+    or a descriptor that is not one of the generator's size."""

@@ -1,7 +1,9 @@
 """The generator protocol: what every generator of parameters is, and how it is stored.
 
 A generator (:class:`Generator`) turns an architecture graph into its parameter tensors
-with :meth:`Generator.iter_tensors`, one signature for every kind. Each kind registers
+with :meth:`Generator.iter_tensors`, one signature for every kind: the graph, a seed and,
+for kinds conditioned on tasks, the task the init is for (:data:`TaskLike`; the others
+refuse one with :class:`~hyperinit.errors.TaskError`). Each kind registers
 under a ``kind`` name (:data:`KINDS`, as timm's registry names models); the ``kind`` in a
 checkpoint's ``config.json`` says which class reads it, so a folder, a Hub repo, the
 service and ``hyperinit.load_generator`` all go through :meth:`Generator.from_pretrained`.
@@ -24,7 +26,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import torch
 from safetensors.torch import save_model
@@ -35,7 +37,7 @@ from graphs.batch import GraphBatch
 
 from .checkpoint import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, load_weights_strictly
 from .encoder import GraphEncoder
-from .errors import CheckpointError
+from .errors import CheckpointError, TaskError
 from .safetensors_io import usual_permissions
 
 # kind -> "module:Class", imported on first use (the diffusion module imports diffusers,
@@ -61,6 +63,16 @@ class PredictDefaults:
 
     noise: float = 0.0
     orth: bool = False
+
+
+class Described(Protocol):
+    """A task as generators take it: anything with a descriptor (``training.tasks.Task``)."""
+
+    def descriptor(self) -> torch.Tensor: ...
+
+
+# A task: anything with a descriptor(), or the descriptor itself (a 1-D vector of numbers).
+TaskLike = Described | torch.Tensor | Sequence[float]
 
 
 def register(kind: str, target: str) -> None:
@@ -92,6 +104,8 @@ class Generator(nn.Module):
     kind: ClassVar[str]
     config_class: ClassVar[type]
     encoder: GraphEncoder
+    # What the kind is when it takes no task, for the error that refuses one.
+    untasked: ClassVar[str] = "a generator that is not conditioned on tasks"
 
     def __init__(self, config: Any = None, defaults: PredictDefaults | None = None) -> None:
         super().__init__()
@@ -106,11 +120,47 @@ class Generator(nn.Module):
         batch = GraphBatch.from_graphs(list(graphs)).to(device)
         return list(self.encoder(batch).split([g.num_nodes for g in graphs]))
 
-    def iter_tensors(self, graph: ArchGraph, seed: int = 0,
+    def iter_tensors(self, graph: ArchGraph, seed: int = 0, task: TaskLike | None = None,
                      ) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield ``(name, tensor)`` for every parameter of ``graph``, in graph order (tied
-        aliases not repeated). ``seed`` fixes whatever randomness the kind has."""
+        aliases not repeated). ``seed`` fixes whatever randomness the kind has; ``task``
+        (None: no task) is the task the init is for, checked by :meth:`task_vector`."""
         raise NotImplementedError
+
+    # ----- tasks ----------------------------------------------------------------------
+    @property
+    def task_dim(self) -> int:
+        """Length of the task descriptors the generator is conditioned on (0: it takes no
+        task)."""
+        return 0
+
+    def task_vector(self, task: TaskLike) -> torch.Tensor:
+        """``task``'s descriptor as the float32 vector of :attr:`task_dim` values the
+        generator is conditioned on: from its ``descriptor()``, or the vector itself.
+
+        :class:`TaskError` saying what is accepted for a generator that takes no task, for
+        anything but a 1-D sequence of numbers, and for a descriptor of another size.
+        """
+        if not self.task_dim:
+            raise TaskError(
+                f"{self.id} is {self.untasked}: it takes no task. Leave the task out, or use "
+                "a weight-diffusion generator trained on a zoo over tasks (task_dim > 0 in its "
+                "config.json)")
+        value = task.descriptor() if hasattr(task, "descriptor") else task
+        if isinstance(value, int | float | str):
+            raise TaskError(f"a task is a training.tasks.Task (anything with a descriptor()) "
+                            f"or a descriptor vector of {self.task_dim} numbers, got {value!r}")
+        try:
+            vector = torch.as_tensor(value, dtype=torch.float32).cpu()
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TaskError(f"a task descriptor is a vector of {self.task_dim} numbers, got "
+                            f"{value!r}") from err
+        if vector.shape != (self.task_dim,):
+            raise TaskError(f"this generator takes task descriptors of {self.task_dim} values "
+                            f"(shape ({self.task_dim},)), got shape {tuple(vector.shape)}")
+        if not torch.isfinite(vector).all():
+            raise TaskError(f"the task descriptor has non-finite values: {vector.tolist()}")
+        return vector
 
     # ----- identity -------------------------------------------------------------------
     @property

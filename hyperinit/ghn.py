@@ -12,7 +12,7 @@ from graphs import ArchGraph
 
 from .decoder import LowRankDecoder
 from .encoder import GraphEncoder
-from .generator import Generator, PredictDefaults
+from .generator import Generator, PredictDefaults, TaskLike
 
 
 @dataclass
@@ -47,6 +47,7 @@ class GraphHyperNetwork(Generator):
 
     kind = "graph-hypernetwork"
     config_class = GHNConfig
+    untasked = "a graph hypernetwork, which predicts from the architecture alone"
 
     def __init__(self, config: GHNConfig | None = None,
                  defaults: PredictDefaults | None = None) -> None:
@@ -60,9 +61,12 @@ class GraphHyperNetwork(Generator):
     def config_from_dict(cls, config: dict[str, Any]) -> GHNConfig:
         return GHNConfig(**{"decoder": "fourier", **config})
 
-    def iter_tensors(self, graph: ArchGraph, seed: int = 0,
+    def iter_tensors(self, graph: ArchGraph, seed: int = 0, task: TaskLike | None = None,
                      ) -> Iterator[tuple[str, torch.Tensor]]:
-        """Every parameter of ``graph`` in graph order; ``seed`` is unused (deterministic)."""
+        """Every parameter of ``graph`` in graph order; ``seed`` is unused (deterministic).
+        A GHN takes no task: one raises :class:`~hyperinit.errors.TaskError`."""
+        if task is not None:
+            self.task_vector(task)  # raises, saying what is accepted
         (node_emb,) = self.embed([graph])
         yield from self.decode(graph, node_emb)
 
