@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from torch import nn
 from graphs import ArchGraph
 
 from .catalog import GeneratorRef, load_generator
-from .generator import Generator
+from .generator import Generator, TaskLike
 from .safetensors_io import DEFAULT_MAX_SHARD_SIZE, TensorInfo, check_target, write_state
 from .target import BN_STATS, Arch, Target, parse_dtype, reset_buffers, resolve_target
 from .validation import check_max_shard_size, check_noise, check_output_path, check_seed
@@ -31,11 +33,42 @@ def resolve_noise(generator: Generator, noise: float | None) -> float:
     return check_noise(generator.defaults.noise if noise is None else noise)
 
 
-def _tensors(generator: Generator, graph: ArchGraph, seed: int,
-             noise: float) -> Iterator[tuple[str, torch.Tensor]]:
-    """The generator's tensors, in graph order, with ``noise`` of each weight's variance
-    replaced by Gaussian noise: ``sqrt(1 - noise) * w + sqrt(noise) * std(w) * eps``, then
-    orthogonalized if the generator was trained so (``PredictDefaults.orth``).
+@dataclass(frozen=True)
+class InitTask:
+    """The task an init is for, as its file records it: the descriptor the generator is
+    conditioned on, and the task's name when it has one (a ``training.tasks.Task`` does).
+    It is a task itself (``descriptor()``), so it can be passed on as one."""
+
+    vector: torch.Tensor
+    name: str | None = None
+
+    def descriptor(self) -> torch.Tensor:
+        return self.vector
+
+    def to_json(self) -> str:
+        """``{"descriptor": [...], "name": ...}`` (no name when it has none), compact: the
+        ``hyperinit.task`` metadata and the service's cache key."""
+        named = {"name": self.name} if self.name is not None else {}
+        return json.dumps({"descriptor": self.vector.tolist(), **named}, sort_keys=True,
+                          separators=(",", ":"))
+
+
+def resolve_task(generator: Generator, task: TaskLike | None) -> InitTask | None:
+    """``task`` checked against ``generator`` before any work (``Generator.task_vector``:
+    :class:`~hyperinit.errors.TaskError` for a generator that takes no task or a descriptor
+    of the wrong size), with its name if it has a string ``name``; None for no task."""
+    if task is None:
+        return None
+    name = getattr(task, "name", None)
+    return InitTask(generator.task_vector(task), name if isinstance(name, str) else None)
+
+
+def _tensors(generator: Generator, graph: ArchGraph, seed: int, noise: float,
+             task: InitTask | None) -> Iterator[tuple[str, torch.Tensor]]:
+    """The generator's tensors for ``task`` (None: no task), in graph order, with ``noise``
+    of each weight's variance replaced by Gaussian noise: ``sqrt(1 - noise) * w +
+    sqrt(noise) * std(w) * eps``, then orthogonalized if the generator was trained so
+    (``PredictDefaults.orth``).
 
     The seed draws ``eps`` and whatever randomness the generator itself has (none for a
     GHN, whose prediction is deterministic; the sampling noise of a diffusion generator).
@@ -43,7 +76,7 @@ def _tensors(generator: Generator, graph: ArchGraph, seed: int,
     roles = {p.name: p.role for p in graph.params}
     orth = orth_names(graph) if generator.defaults.orth else set()
     rng = torch.Generator().manual_seed(int(seed))
-    for name, tensor in generator.iter_tensors(graph, seed):
+    for name, tensor in generator.iter_tensors(graph, seed, task):
         yield name, finish(tensor, roles[name], noise, rng, orth=name in orth, inplace=True)
 
 
@@ -138,7 +171,7 @@ def orth_names(graph: ArchGraph) -> set[str]:
 
 
 def _stream(target: Target, generator: Generator, seed: int, noise: float,
-            dtype: torch.dtype | None) -> tuple[list[TensorInfo], Iterator]:
+            dtype: torch.dtype | None, task: InitTask | None) -> tuple[list[TensorInfo], Iterator]:
     """Header infos and a lazy stream of every state-dict entry but tied aliases (each tied
     tensor once, under its first name; :func:`tied_aliases` names the others), then the
     buffers.
@@ -154,7 +187,8 @@ def _stream(target: Target, generator: Generator, seed: int, noise: float,
 
     @torch.no_grad()
     def cast():
-        tensors = itertools.chain(_tensors(generator, target.graph, seed, noise), buffers)
+        tensors = itertools.chain(_tensors(generator, target.graph, seed, noise, task),
+                                  buffers)
         for info, (name, tensor) in zip(infos, tensors, strict=True):
             yield name, tensor.to(info.dtype)
 
@@ -171,7 +205,7 @@ def tied_aliases(graph: ArchGraph) -> dict[str, str]:
 
 def predict_state_dict(arch: Arch, generator: GeneratorRef = None, *, seed: int = 0,
                        noise: float | None = None, num_classes: int | None = None,
-                       dtype: str | torch.dtype | None = None,
+                       dtype: str | torch.dtype | None = None, task: TaskLike | None = None,
                        **kwargs: Any) -> dict[str, torch.Tensor]:
     """Predicted parameters and reset buffers: exactly the keys of ``model.state_dict()``.
 
@@ -189,11 +223,19 @@ def predict_state_dict(arch: Arch, generator: GeneratorRef = None, *, seed: int 
         num_classes: classifier size; other keyword arguments go to the model constructor
             or the ``transformers`` config.
         dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``; default: the model's dtype.
+        task: the task the init is for, for a generator conditioned on tasks (a
+            weight-diffusion model trained on a zoo over tasks): a ``training.tasks.Task``
+            (``Task.parse("cat,dog,ship")``), anything with a ``descriptor()``, or the
+            descriptor itself, a 1-D vector of the generator's ``task_dim`` numbers. None
+            (the default) asks for no task. A generator that takes no task (a GHN, an
+            unconditional diffusion model) refuses one with ``hyperinit.TaskError``.
     """
     seed = check_seed(seed)
     target = resolve_target(arch, num_classes, kwargs)
     model = load_generator(generator)
-    _, stream = _stream(target, model, seed, resolve_noise(model, noise), parse_dtype(dtype))
+    chosen = resolve_task(model, task)
+    _, stream = _stream(target, model, seed, resolve_noise(model, noise), parse_dtype(dtype),
+                        chosen)
     state = OrderedDict(stream)
     state.update({alias: state[name] for alias, name in tied_aliases(target.graph).items()})
     # Module versions, as in model.state_dict(): some modules (MNASNet) refuse to load without.
@@ -203,21 +245,23 @@ def predict_state_dict(arch: Arch, generator: GeneratorRef = None, *, seed: int 
 
 def predict(arch: Arch, generator: GeneratorRef = None, *, seed: int = 0,
             noise: float | None = None, num_classes: int | None = None,
-            calibration: Any = None, **kwargs: Any) -> nn.Module:
+            calibration: Any = None, task: TaskLike | None = None, **kwargs: Any) -> nn.Module:
     """A model whose parameters come from the generator, ready to train.
 
     A module built on ``meta`` is materialized on CPU; a real module is filled in place.
     Tied parameters stay tied. BatchNorm statistics are reset, or, if ``calibration``
-    (an iterable of input batches) is given, re-estimated on those batches. ``seed`` and
-    ``noise`` are those of :func:`predict_state_dict`.
+    (an iterable of input batches) is given, re-estimated on those batches. ``seed``,
+    ``noise`` and ``task`` are those of :func:`predict_state_dict`.
     """
     seed = check_seed(seed)
     target = resolve_target(arch, num_classes, kwargs)
     model = target.module
     source = load_generator(generator)
+    chosen = resolve_task(source, task)
     aliases = {p.name: p.tied for p in target.graph.params}
     with torch.no_grad():
-        for name, tensor in _tensors(source, target.graph, seed, resolve_noise(source, noise)):
+        for name, tensor in _tensors(source, target.graph, seed, resolve_noise(source, noise),
+                                     chosen):
             old = model.get_parameter(name)
             if old.device.type == "meta":
                 new = nn.Parameter(tensor.to(old.dtype), requires_grad=old.requires_grad)
@@ -256,9 +300,12 @@ def calibrate_batchnorm(model: nn.Module, batches: Any) -> nn.Module:
     return model
 
 
-def metadata(target: Target, generator: Generator, seed: int,
-             noise: float) -> dict[str, str]:
-    """The safetensors metadata of ARCHITECTURE.md's conventions, and the tied aliases."""
+def metadata(target: Target, generator: Generator, seed: int, noise: float,
+             task: InitTask | None = None) -> dict[str, str]:
+    """The safetensors metadata of ARCHITECTURE.md's conventions, the tied aliases and, for
+    an init made for a task, ``hyperinit.task`` (:meth:`InitTask.to_json`): what it is for.
+    """
+    named = {} if task is None else {"hyperinit.task": task.to_json()}
     return {
         **tied_aliases(target.graph),
         "format": "pt",
@@ -268,12 +315,13 @@ def metadata(target: Target, generator: Generator, seed: int,
         "hyperinit.arch_hash": target.graph.arch_hash,
         "hyperinit.seed": str(seed),
         "hyperinit.noise": str(noise),
+        **named,
     }
 
 
 def save_init(arch: Arch, path: str | os.PathLike, generator: GeneratorRef = None, *,
               seed: int = 0, noise: float | None = None, num_classes: int | None = None,
-              dtype: str | torch.dtype | None = None,
+              dtype: str | torch.dtype | None = None, task: TaskLike | None = None,
               max_shard_size: int = DEFAULT_MAX_SHARD_SIZE, **kwargs: Any) -> list[Path]:
     """Predict an init and stream it to safetensors; returns the files written.
 
@@ -283,13 +331,15 @@ def save_init(arch: Arch, path: str | os.PathLike, generator: GeneratorRef = Non
     empty or hold a previous init only (no stale shard or index survives). Tensors are
     written as they are predicted, so peak memory is about the largest tensor, not the
     model. Nothing is left behind on failure (a full disk raises ``DiskFullError``).
-    ``seed`` and ``noise`` are those of :func:`predict_state_dict`.
+    ``seed``, ``noise`` and ``task`` are those of :func:`predict_state_dict`; an init made
+    for a task names it in the metadata ``hyperinit.task``.
     """
     seed, max_shard_size = check_seed(seed), check_max_shard_size(max_shard_size)
     path = check_output_path(path)
     check_target(path)  # fail before doing any work
     target = resolve_target(arch, num_classes, kwargs)
     model = load_generator(generator)
-    noise = resolve_noise(model, noise)
-    infos, stream = _stream(target, model, seed, noise, parse_dtype(dtype))
-    return write_state(path, infos, stream, metadata(target, model, seed, noise), max_shard_size)
+    noise, chosen = resolve_noise(model, noise), resolve_task(model, task)
+    infos, stream = _stream(target, model, seed, noise, parse_dtype(dtype), chosen)
+    return write_state(path, infos, stream, metadata(target, model, seed, noise, chosen),
+                       max_shard_size)

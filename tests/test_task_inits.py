@@ -1,0 +1,113 @@
+"""Inits for a task, through the Python API.
+
+The generator is real: a tiny weight-diffusion model trained for 4 steps on the tiny zoo over
+three-way CIFAR-10 tasks (``tiny_task_zoo``: seconds), so its descriptor projection has left
+zero and the task steers its samples. Files are real safetensors files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+import hyperinit
+from hyperinit.diffusion import DiffusionConfig, WeightDiffusion
+from training.config import TrainConfig
+from training.run import train
+from training.tasks import Task
+
+ARCH = "python:training.zoo:build_arch"  # a zoo architecture, as zoo records name it
+BNRESNET = {"name": "bnresnet-1", "num_classes": 3}
+CAT_DOG_SHIP, PLANE_CAR_BIRD = Task.parse("cat,dog,ship"), Task.parse("0,1,2")
+CAT_DOG_SHIP_VECTOR = [0, 0, 0, 1, 0, 1, 0, 0, 1, 0]
+
+
+@pytest.fixture(scope="module")
+def task_model(tmp_path_factory: pytest.TempPathFactory, tiny_task_zoo) -> Path:
+    """The folder of a tiny task-conditioned diffusion model (task_dim 10), named
+    ``tiny-tasks``."""
+    run = tmp_path_factory.mktemp("task-model")
+    folder = train(TrainConfig(
+        generator="diffusion", zoo=tiny_task_zoo[0].out, out=str(run / "run"), steps=4,
+        batch_size=4, hidden=16, layers=1, heads=2, graph_layers=1, chunk=16, window=64,
+        checkpoint_every=4, device="cpu"))
+    return Path(shutil.copytree(folder, run / "tiny-tasks"))
+
+
+def _init(path: Path, generator, **options) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``save_init`` of the three-way BatchNorm ResNet: its tensors and metadata."""
+    (file,) = hyperinit.save_init(ARCH, path, generator, **{**BNRESNET, **options})
+    with safe_open(file, "pt") as f:
+        return load_file(file), f.metadata()
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ----- Python API ---------------------------------------------------------------------------
+def test_an_init_for_a_task_is_that_tasks_and_says_so(task_model: Path, tmp_path: Path):
+    cat_dog_ship, meta = _init(tmp_path / "a.safetensors", task_model, task=CAT_DOG_SHIP)
+    assert json.loads(meta["hyperinit.task"]) == {"descriptor": CAT_DOG_SHIP_VECTOR,
+                                                  "name": "cifar10-3-5-8"}
+    other, other_meta = _init(tmp_path / "b.safetensors", task_model, task=PLANE_CAR_BIRD)
+    assert json.loads(other_meta["hyperinit.task"])["name"] == "cifar10-0-1-2"
+    untasked, plain_meta = _init(tmp_path / "c.safetensors", task_model)
+    assert "hyperinit.task" not in plain_meta
+    weight = next(name for name, tensor in cat_dog_ship.items() if tensor.ndim > 1)
+    assert not torch.equal(cat_dog_ship[weight], other[weight])
+    assert not torch.equal(cat_dog_ship[weight], untasked[weight])
+
+    # The descriptor itself (a list or a tensor) is the same task, recorded without a name.
+    for descriptor in (CAT_DOG_SHIP_VECTOR, CAT_DOG_SHIP.descriptor()):
+        tensors, by_vector = _init(tmp_path / "d.safetensors", task_model, task=descriptor)
+        assert _same(tensors, cat_dog_ship)
+        assert json.loads(by_vector["hyperinit.task"]) == {"descriptor": CAT_DOG_SHIP_VECTOR}
+    # predict_state_dict and predict make the same init as save_init.
+    state = hyperinit.predict_state_dict(ARCH, task_model, task=CAT_DOG_SHIP, **BNRESNET)
+    assert _same({k: state[k] for k in cat_dog_ship}, cat_dog_ship)
+    model = hyperinit.predict(ARCH, task_model, task=CAT_DOG_SHIP, **BNRESNET)
+    assert torch.equal(model.state_dict()[weight], cat_dog_ship[weight])
+
+
+NO_TASK_GENERATORS = {
+    "a hypernetwork": ("untrained", r"untrained\S* is a graph hypernetwork, which predicts "
+                                    r"from the architecture alone: it takes no task\. Leave "
+                                    r"the task out, or use a weight-diffusion generator"),
+    "an unconditional diffusion model": (
+        WeightDiffusion(DiffusionConfig(chunk=16, hidden=16, layers=1, heads=2, graph_layers=1)),
+        r"weight-diffusion generator that is unconditional \(task_dim 0\): it takes no task"),
+}
+
+
+@pytest.mark.parametrize("kind", NO_TASK_GENERATORS)
+def test_a_generator_without_tasks_refuses_one_before_writing(kind: str, tmp_path: Path):
+    generator, message = NO_TASK_GENERATORS[kind]
+    out = tmp_path / "init.safetensors"
+    with pytest.raises(hyperinit.TaskError, match=message):
+        hyperinit.save_init(ARCH, out, generator, task=CAT_DOG_SHIP, **BNRESNET)
+    with pytest.raises(hyperinit.TaskError, match=message):
+        hyperinit.predict(ARCH, generator, task=CAT_DOG_SHIP_VECTOR, **BNRESNET)
+    assert not out.exists()
+
+
+BAD_TASKS = {
+    "too short": ([1.0, 0.0, 1.0], r"descriptors of 10 values \(shape \(10,\)\), got shape \(3,\)"),
+    "a matrix": ([CAT_DOG_SHIP_VECTOR], r"got shape \(1, 10\)"),
+    "a name": ("cat,dog,ship", "a training.tasks.Task .* or a descriptor vector of 10 numbers"),
+    "not numbers": (["cat"] * 10, "a task descriptor is a vector of 10 numbers"),
+    "not finite": ([float("nan")] * 10, "non-finite"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_TASKS)
+def test_a_bad_task_is_refused_saying_what_is_accepted(name: str, task_model: Path):
+    task, message = BAD_TASKS[name]
+    with pytest.raises(hyperinit.TaskError, match=message):
+        hyperinit.predict_state_dict(ARCH, task_model, task=task, **BNRESNET)
