@@ -21,6 +21,7 @@ import graphs
 from . import hub
 from .catalog import GeneratorRef, load_generator
 from .checkpoint import CARD_FILE, CONFIG_FILE
+from .generator import TaskLike
 from .predict import save_init
 from .safetensors_io import DEFAULT_MAX_SHARD_SIZE, INDEX_FILE
 from .target import Arch, parse_dtype
@@ -54,7 +55,7 @@ def push_generator(generator: GeneratorRef, repo_id: str, *, revision: str | Non
 
 def push_init(arch: Arch, repo_id: str, generator: GeneratorRef = None, *, seed: int = 0,
               noise: float | None = None, num_classes: int | None = None,
-              dtype: str | torch.dtype | None = None,
+              dtype: str | torch.dtype | None = None, task: TaskLike | None = None,
               revision: str | None = None, token: str | None = None,
               private: bool | None = None, commit_message: str | None = None,
               max_shard_size: int = DEFAULT_MAX_SHARD_SIZE, **kwargs: Any) -> CommitInfo:
@@ -64,13 +65,15 @@ def push_init(arch: Arch, repo_id: str, generator: GeneratorRef = None, *, seed:
     shards and ``model.safetensors.index.json`` above ``max_shard_size`` bytes), a
     ``config.json`` and a model card; safetensors files of an earlier push to the same
     branch are removed in that commit. Arguments are those of :func:`hyperinit.save_init`
-    and :func:`push_generator`. Returns the commit (``.oid``, ``.commit_url``).
+    and :func:`push_generator`; an init made for a ``task`` records it (descriptor, and
+    name if it has one) in ``config.json`` and the card. Returns the commit (``.oid``,
+    ``.commit_url``).
     """
     repo_id = hub.prepare_repo(repo_id, revision, token, private)  # fail on auth before work
     with tempfile.TemporaryDirectory(prefix="hyperinit-push-") as tmp:
         folder = Path(tmp) / "init"
         files = save_init(arch, folder, generator, seed=seed, noise=noise,
-                          num_classes=num_classes, dtype=dtype,
+                          num_classes=num_classes, dtype=dtype, task=task,
                           max_shard_size=max_shard_size, **kwargs)
         with safe_open(files[0], "pt") as f:
             metadata = f.metadata()
@@ -83,13 +86,16 @@ def push_init(arch: Arch, repo_id: str, generator: GeneratorRef = None, *, seed:
             "dtype": str(parse_dtype(dtype)).removeprefix("torch.") if dtype is not None else None,
             "version": metadata["hyperinit.version"],
         }
+        if "hyperinit.task" in metadata:  # inits without a task keep the config they had
+            info["task"] = json.loads(metadata["hyperinit.task"])
         config = {**_transformers_config(info["arch"]), "hyperinit": info}
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         (folder / CARD_FILE).write_text(_model_card(repo_id, revision, info))
         label = f"{info['arch']['source']}:{info['arch']['name']}"
+        for_task = f", task {_task_label(info['task'])}" if "task" in info else ""
         return hub.publish_folder(
             folder, repo_id, revision=revision, token=token,
-            commit_message=commit_message or f"Upload init of {label} (seed {seed})",
+            commit_message=commit_message or f"Upload init of {label} (seed {seed}{for_task})",
             delete_patterns=["*.safetensors", INDEX_FILE])
 
 
@@ -101,6 +107,11 @@ def _transformers_config(arch: dict[str, Any]) -> dict[str, Any]:
     return {**model.config.to_dict(), "architectures": [type(model).__name__]}
 
 
+def _task_label(task: dict[str, Any]) -> str:
+    """A recorded task as people read it: its name, else its descriptor."""
+    return task.get("name") or json.dumps(task["descriptor"])
+
+
 def _model_card(repo_id: str, revision: str | None, info: dict[str, Any]) -> str:
     """README.md: YAML front matter the Hub indexes, then what the init is and how to load it."""
     arch = info["arch"]
@@ -108,6 +119,7 @@ def _model_card(repo_id: str, revision: str | None, info: dict[str, Any]) -> str
     tags = ["hyperinit", "initialization", f"hyperinit-{arch['source']}"]
     front = ModelCardData(library_name="hyperinit", tags=tags).to_yaml()
     rev = revision or "main"
+    task = f"| task | `{_task_label(info['task'])}` |\n" if "task" in info else ""
     return f"""---
 {front}
 ---
@@ -125,7 +137,7 @@ not a trained model.
 | seed | {info['seed']} |
 | noise | {info['noise']} |
 | dtype | {info['dtype'] or "the model's"} |
-| revision | `{rev}` |
+{task}| revision | `{rev}` |
 
 ## Load
 

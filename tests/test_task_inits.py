@@ -1,4 +1,5 @@
-"""Inits for a task, through the Python API.
+"""Inits for a task, through the Python API, ``hyperinit predict`` and ``push --task``, and
+the Hub.
 
 The generator is real: a tiny weight-diffusion model trained for 4 steps on the tiny zoo over
 three-way CIFAR-10 tasks (``tiny_task_zoo``: seconds), so its descriptor projection has left
@@ -13,10 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import cli_error
+from hubserver import LocalHub
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 import hyperinit
+from hyperinit import publish
+from hyperinit.cli import main
 from hyperinit.diffusion import DiffusionConfig, WeightDiffusion
 from training.config import TrainConfig
 from training.run import train
@@ -111,3 +116,53 @@ def test_a_bad_task_is_refused_saying_what_is_accepted(name: str, task_model: Pa
     task, message = BAD_TASKS[name]
     with pytest.raises(hyperinit.TaskError, match=message):
         hyperinit.predict_state_dict(ARCH, task_model, task=task, **BNRESNET)
+
+
+# ----- command line -------------------------------------------------------------------------
+def test_predict_cli_takes_a_task_by_name_classes_or_indices(task_model: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture):
+    reference, _ = _init(tmp_path / "api.safetensors", task_model, task=CAT_DOG_SHIP)
+    api_bytes = (tmp_path / "api.safetensors").read_bytes()
+    for spec in ("cat,dog,ship", "cifar10-3-5-8", "8,3,5"):
+        out = tmp_path / "cli.safetensors"
+        code = main(["predict", ARCH, "--config", '{"name": "bnresnet-1"}', "--num-classes", "3",
+                     "--generator", str(task_model), "--task", spec, "--out", str(out)])
+        assert code == 0 and "task cifar10-3-5-8" in capsys.readouterr().err
+        assert out.read_bytes() == api_bytes, spec
+
+
+def test_predict_cli_refuses_bad_tasks_with_the_accepted_forms(task_model: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture):
+    base = ["predict", ARCH, "--config", '{"name": "bnresnet-1"}', "--num-classes", "3",
+            "--out", str(tmp_path / "x.safetensors")]
+    for bad, why in (("cat,doge", "unknown class 'doge'"), ("cat", "2 to 10 distinct"),
+                     ("3,3", "2 to 10 distinct")):
+        with pytest.raises(SystemExit) as exit_:
+            main([*base, "--generator", str(task_model), "--task", bad])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "argument --task" in err and why in err, err
+        assert "a task is a task name (cifar10-3-5-8), CIFAR-10 class names (cat,dog,ship)" in err
+    err = cli_error(capsys, [*base, "--generator", "untrained", "--task", "cat,dog"])
+    assert "graph hypernetwork" in err and "takes no task" in err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+# ----- Hub ----------------------------------------------------------------------------------
+def test_an_init_pushed_for_a_task_records_it(task_model: Path, hub_server: LocalHub,
+                                              tmp_path: Path, capsys: pytest.CaptureFixture):
+    publish.push_init(ARCH, "user/tasks-init", task_model, task=CAT_DOG_SHIP, **BNRESNET)
+    pulled = hyperinit.pull_init("user/tasks-init", out=tmp_path / "pulled")
+    _init(tmp_path / "local.safetensors", task_model, task=CAT_DOG_SHIP)
+    assert (pulled / "model.safetensors").read_bytes() == \
+        (tmp_path / "local.safetensors").read_bytes()
+    recorded = json.loads((pulled / "config.json").read_text())["hyperinit"]["task"]
+    assert recorded == {"descriptor": CAT_DOG_SHIP_VECTOR, "name": "cifar10-3-5-8"}
+    assert "| task | `cifar10-3-5-8` |" in (pulled / "README.md").read_text()
+
+    assert main(["push", ARCH, "--config", '{"name": "bnresnet-1"}', "--num-classes", "3",
+                 "--generator", str(task_model), "--task", "0,1,2", "--repo",
+                 "user/cli-init"]) == 0
+    assert "task cifar10-0-1-2" in capsys.readouterr().err
+    cli = hyperinit.pull_init("user/cli-init", out=tmp_path / "cli")
+    assert json.loads((cli / "config.json").read_text())["hyperinit"]["task"]["name"] == \
+        "cifar10-0-1-2"

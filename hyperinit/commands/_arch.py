@@ -15,7 +15,8 @@ def add_arch_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_init_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """Options of every command that predicts an init: generator, seed, noise, dtype, sharding."""
+    """Options of every command that predicts an init: generator, seed, noise, dtype, task,
+    sharding."""
     p.add_argument("--generator", help="generator that predicts the init: shipped name, "
                                        "checkpoint folder or hub:OWNER/NAME@REVISION "
                                        "(default: the first shipped ghn-*)")
@@ -27,8 +28,32 @@ def add_init_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> No
                         "(0: the prediction itself; default: the generator's own, see its card)")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
                    help="dtype of floating-point tensors (default: the model's)")
+    p.add_argument("--task", type=task_argument, metavar="TASK",
+                   help="the task the init is for, for a generator conditioned on tasks (a "
+                        f"weight-diffusion model trained on a zoo over tasks): {TASK_FORMS} "
+                        "(default: no task)")
     p.add_argument("--max-shard-size", type=int, default=None, metavar="BYTES",
                    help="shard a folder output above this many bytes (default 5 GB)")
+
+
+TASK_FORMS = ("a task name (cifar10-3-5-8), CIFAR-10 class names (cat,dog,ship) or class "
+              "indices 0-9 (3,5,8)")
+
+
+def task_argument(text: str):
+    """An argparse type: ``text`` read by ``training.tasks.Task.parse``, else a usage error
+    saying what was wrong and which forms are accepted."""
+    from training.tasks import Task  # only when --task is given: it imports torch
+
+    try:
+        return Task.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{err}; a task is {TASK_FORMS}") from err
+
+
+def task_note(args: argparse.Namespace) -> str:
+    """``", task NAME"`` for a command's report line when ``--task`` was given, else ``""``."""
+    return f", task {args.task.name}" if args.task is not None else ""
 
 
 def json_object(text: str) -> dict:

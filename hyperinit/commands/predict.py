@@ -6,7 +6,13 @@ import argparse
 import sys
 import time
 
-from ._arch import add_arch_arguments, add_init_options, shard_size, spec_from_args
+from ._arch import (
+    add_arch_arguments,
+    add_init_options,
+    shard_size,
+    spec_from_args,
+    task_note,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     generator = hyperinit.load_generator(args.generator)
     spec = spec_from_args(args)
     files = hyperinit.save_init(spec, args.out, generator, seed=args.seed, noise=args.noise,
-                                dtype=args.dtype, max_shard_size=shard_size(args))
+                                dtype=args.dtype, task=args.task,
+                                max_shard_size=shard_size(args))
     elapsed = time.perf_counter() - start
     size = sum(f.stat().st_size for f in files)
     from safetensors import safe_open
@@ -38,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     with safe_open(files[0], "pt") as f:
         meta = f.metadata()
     print(f"predicted {args.arch} with {meta['hyperinit.generator']} (seed {args.seed}, "
-          f"noise {meta['hyperinit.noise']}) "
+          f"noise {meta['hyperinit.noise']}{task_note(args)}) "
           f"in {elapsed:.2f} s", file=sys.stderr)
     print(f"arch_hash {meta['hyperinit.arch_hash']}; wrote {size / 1e6:.1f} MB to "
           + ", ".join(str(f) for f in files))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._arch import add_init_options, json_object, shard_size, spec_from_args
+from ._arch import add_init_options, json_object, shard_size, spec_from_args, task_note
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         info = publish.push_init(spec_from_args(args), args.repo, args.generator,
                                  seed=args.seed, noise=args.noise, dtype=args.dtype,
-                                 revision=args.revision, token=args.token, private=private,
-                                 max_shard_size=shard_size(args))
-        what = f"init of {args.arch} (seed {args.seed})"
+                                 task=args.task, revision=args.revision, token=args.token,
+                                 private=private, max_shard_size=shard_size(args))
+        what = f"init of {args.arch} (seed {args.seed}{task_note(args)})"
     print(f"pushed {what} to {args.repo}@{args.revision or 'main'}, commit {info.oid}",
           file=sys.stderr)
     print(info.commit_url)
