@@ -45,7 +45,8 @@ def _header_doc(description: str) -> dict[str, Any]:
 
 _INIT_OK = {
     "description": "The init as a safetensors file "
-                   "(metadata: generator, arch, arch_hash, seed, noise).",
+                   "(metadata: generator, arch, arch_hash, seed, noise, and task when one "
+                   "was asked for).",
     "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     "headers": {
         "ETag": _header_doc("sha256 of the bytes, quoted; send it as If-None-Match."),
@@ -157,7 +158,9 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         400: _error("The body is not JSON."),
         413: _error("The body is larger than the server accepts."),
         422: _error("Invalid request: unknown architecture (with suggestions) or generator "
-                    "(with the allowed ones), refused spec, or more parameters than allowed."),
+                    "(with the allowed ones), refused spec, more parameters than allowed, or a "
+                    "task the generator cannot take (`invalid_task`, with the generators "
+                    "that take one)."),
         429: _error("Too many generations running or queued.", _RETRY_AFTER),
         503: _error("The request (resolving, reading the cache, generating) did not finish "
                     "within the request timeout.", _RETRY_AFTER),
@@ -165,11 +168,12 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
     })
     async def create_init(request: InitRequest,
                           if_none_match: IfNoneMatch = None) -> Response:
-        """The init of `arch`, predicted by `generator` with `seed` and `noise`.
+        """The init of `arch`, predicted by `generator` with `seed` and `noise` (for `task`,
+        if the generator is conditioned on tasks).
 
-        Identical requests (same architecture, options, generator, seed, noise and dtype) get the
-        same bytes: from the disk cache if generated before, or by joining a generation in
-        progress.
+        Identical requests (same architecture, options, generator, seed, noise, dtype and task)
+        get the same bytes: from the disk cache if generated before, or by joining a
+        generation in progress.
         """
         return _send(await service.serve(request), if_none_match, immutable=False)
 

@@ -55,6 +55,11 @@ class GeneratorSet:
                                f"{', '.join(self._by_name)}", allowed=self.names)
         return self._by_name[name]
 
+    def taking_tasks(self) -> list[str]:
+        """Names of the generators conditioned on tasks (``task_dim`` > 0): those a request
+        with a ``task`` may name."""
+        return [g.name for g in self._by_name.values() if g.model.task_dim]
+
     def describe(self) -> list[dict]:
         """Each generator as ``GET /v1/generators`` lists it."""
         return [{"name": g.name, "id": g.id, "default": g.name == self.default,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -10,11 +10,13 @@ from graphs.specs import NUM_CLASSES_MAX, check_finite
 from hyperinit.validation import SEED_MAX
 
 Dtype = Literal["float32", "float16", "bfloat16"]
-REQUEST_FIELDS = ("arch", "num_classes", "seed", "noise", "generator", "dtype", "config")
+REQUEST_FIELDS = ("arch", "num_classes", "seed", "noise", "generator", "dtype", "config", "task")
+TASK_DIM_MAX = 1024  # longest task descriptor a request may send
+DescriptorValue = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 class InitRequest(BaseModel):
-    """What to generate: an architecture, and how (generator, seed, noise, dtype)."""
+    """What to generate: an architecture, and how (generator, seed, noise, dtype, task)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"arch": "torchvision:resnet18", "num_classes": 10, "seed": 0},
@@ -22,6 +24,8 @@ class InitRequest(BaseModel):
          "dtype": "bfloat16"},
         {"arch": {"model_type": "llama", "hidden_size": 256, "intermediate_size": 688,
                   "num_hidden_layers": 2, "num_attention_heads": 4}, "seed": 7},
+        {"arch": "torchvision:resnet18", "num_classes": 3,
+         "generator": "my-task-diffusion", "task": [0, 0, 0, 1, 0, 1, 0, 0, 1, 0]},
     ]})
 
     arch: str | dict[str, Any] = Field(
@@ -53,6 +57,18 @@ class InitRequest(BaseModel):
         description="Constructor keyword arguments (torchvision, timm) or `transformers` config "
                     "overrides (hf), as JSON values.",
         examples=[{"n_layer": 2, "n_embd": 128, "n_head": 4}])
+    task: list[DescriptorValue] | None = Field(
+        default=None, min_length=1, max_length=TASK_DIM_MAX,
+        description="The task the init is for, as its descriptor vector, for a generator "
+                    "conditioned on tasks (a weight-diffusion model trained on a zoo over "
+                    "tasks; its `config.task_dim` in `GET /v1/generators` is the length). "
+                    "For CIFAR-10 class-subset tasks: 1 for each class the task holds, in "
+                    "CIFAR-10's order (airplane, automobile, bird, cat, deer, dog, frog, horse, "
+                    "ship, truck), else 0, as `training.tasks.Task.descriptor()` makes it: "
+                    "`[0,0,0,1,0,1,0,0,1,0]` is cat, dog, ship. Default: no task. A generator "
+                    "that takes no task (a hypernetwork, an unconditional diffusion model), or "
+                    "a descriptor of another length, is refused (422 `invalid_task`).",
+        examples=[[0, 0, 0, 1, 0, 1, 0, 0, 1, 0]])
 
     @field_validator("arch", "config")
     @classmethod

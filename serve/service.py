@@ -31,7 +31,8 @@ import graphs
 import hyperinit
 from graphs import ArchitectureTooLargeError, ArchSpec, GraphBuildError, UnknownArchitectureError
 from graphs.specs import HF_SIZES
-from hyperinit.predict import resolve_noise
+from hyperinit.errors import TaskError
+from hyperinit.predict import InitTask, resolve_noise, resolve_task
 
 from .cache import CachedInit, InitCache, request_key
 from .config import ServeConfig
@@ -58,6 +59,7 @@ class InitJob:
     seed: int
     noise: float
     dtype: str | None
+    task: InitTask | None
     key: str
 
 
@@ -159,10 +161,25 @@ class InitService:
         generator = self.generators.get(request.generator)
         spec = resolve_arch(request)
         noise = resolve_noise(generator.model, request.noise)
-        key = request_key({"arch": spec.canonical(), "generator": generator.id,
-                           "seed": request.seed, "noise": noise, "dtype": request.dtype,
-                           "hyperinit": hyperinit.__version__})
-        return InitJob(spec, generator, request.seed, noise, request.dtype, key)
+        task = self._task(generator, request.task)
+        fields = {"arch": spec.canonical(), "generator": generator.id, "seed": request.seed,
+                  "noise": noise, "dtype": request.dtype, "hyperinit": hyperinit.__version__}
+        if task is not None:  # requests without a task keep the keys they always had
+            fields["task"] = task.to_json()
+        return InitJob(spec, generator, request.seed, noise, request.dtype, task,
+                       request_key(fields))
+
+    def _task(self, generator: LoadedGenerator, task: list[float] | None) -> InitTask | None:
+        """The request's task checked against its generator; 422 ``invalid_task`` saying
+        what was wrong and listing this server's generators that take a task."""
+        try:
+            return resolve_task(generator.model, task)
+        except TaskError as err:
+            taking = self.generators.taking_tasks()
+            raise ServiceError(422, "invalid_task",
+                               f"{err}. Generators of this server that take a task: "
+                               f"{', '.join(taking) or 'none'}",
+                               allowed=taking) from err
 
     async def serve(self, request: InitRequest) -> Served:
         """The init for ``request``: from cache, from a generation in progress, or generated.
@@ -247,7 +264,7 @@ class InitService:
             path = self.cache.temp_path()
             start = time.perf_counter()
             hyperinit.save_init(job.spec, path, job.generator.model, seed=job.seed,
-                                noise=job.noise, dtype=job.dtype)
+                                noise=job.noise, dtype=job.dtype, task=job.task)
             self.metrics.observe_generation(time.perf_counter() - start)
             return self.cache.put(job.key, path)
         except ServiceError:

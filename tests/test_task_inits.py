@@ -1,5 +1,5 @@
-"""Inits for a task, through the Python API, ``hyperinit predict`` and ``push --task``, and
-the Hub.
+"""Inits for a task, through every public door: the Python API, ``hyperinit predict`` and
+``push --task``, the HTTP service on loopback and the Hub.
 
 The generator is real: a tiny weight-diffusion model trained for 4 steps on the tiny zoo over
 three-way CIFAR-10 tasks (``tiny_task_zoo``: seconds), so its descriptor projection has left
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,14 @@ import torch
 from helpers import cli_error
 from hubserver import LocalHub
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load, load_file
+from serving import TINY_GPT2, Server, config, running
 
 import hyperinit
 from hyperinit import publish
 from hyperinit.cli import main
 from hyperinit.diffusion import DiffusionConfig, WeightDiffusion
+from serve.schemas import InitRequest
 from training.config import TrainConfig
 from training.run import train
 from training.tasks import Task
@@ -166,3 +169,71 @@ def test_an_init_pushed_for_a_task_records_it(task_model: Path, hub_server: Loca
     cli = hyperinit.pull_init("user/cli-init", out=tmp_path / "cli")
     assert json.loads((cli / "config.json").read_text())["hyperinit"]["task"]["name"] == \
         "cifar10-0-1-2"
+
+
+# ----- HTTP service -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server(task_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The service with ``untrained`` (the default) and ``tiny-tasks``."""
+    folder = tmp_path_factory.mktemp("task-serve")
+    with running(config(folder, generators=("untrained", str(task_model)))) as served:
+        yield served
+
+
+def _gpt2(task: list | None = None, generator: str = "tiny-tasks") -> dict:
+    body = {"arch": "hf:gpt2", "config": TINY_GPT2, "generator": generator}
+    return body if task is None else {**body, "task": task}
+
+
+def test_the_service_makes_an_init_per_task(server: Server):
+    first = server.client.post("/v1/inits", json=_gpt2(CAT_DOG_SHIP_VECTOR))
+    assert first.status_code == 200 and first.headers["x-cache"] == "miss", first.text
+    other = server.client.post("/v1/inits", json=_gpt2(PLANE_CAR_BIRD.descriptor().tolist()))
+    plain = server.client.post("/v1/inits", json=_gpt2())
+    assert other.headers["x-cache"] == plain.headers["x-cache"] == "miss"
+    assert len({first.headers["etag"], other.headers["etag"], plain.headers["etag"]}) == 3
+    again = server.client.post("/v1/inits", json=_gpt2([float(v) for v in CAT_DOG_SHIP_VECTOR]))
+    assert again.headers["x-cache"] == "hit" and again.content == first.content
+
+    tensors = load(first.content)
+    assert not torch.equal(tensors["transformer.h.0.attn.c_attn.weight"],
+                           load(other.content)["transformer.h.0.attn.c_attn.weight"])
+    # safetensors: an 8-byte little-endian header length, then the JSON header
+    header = json.loads(first.content[8:8 + int.from_bytes(first.content[:8], "little")])
+    assert json.loads(header["__metadata__"]["hyperinit.task"]) == \
+        {"descriptor": CAT_DOG_SHIP_VECTOR}
+    keys = {server.service.job(InitRequest(**_gpt2(task))).key
+            for task in (CAT_DOG_SHIP_VECTOR, PLANE_CAR_BIRD.descriptor().tolist(), None)}
+    assert len(keys) == 3
+
+
+BAD_TASK_REQUESTS = {
+    "task for a hypernetwork": (_gpt2(CAT_DOG_SHIP_VECTOR, "untrained"), "invalid_task",
+                                "graph hypernetwork"),
+    "wrong length": (_gpt2([1, 0, 1]), "invalid_task", "descriptors of 10 values"),
+    "empty": (_gpt2([]), "invalid_request", "task: List should have at least 1 item"),
+    "not numbers": (_gpt2(["cat"] * 10), "invalid_request", "task.0: Input should be a valid"),
+    "a name": (_gpt2("cat,dog,ship"), "invalid_request", "task: Input should be a valid list"),
+    "booleans": (_gpt2([True] * 10), "invalid_request", "task.0: Input should be a valid"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_TASK_REQUESTS)
+def test_the_service_refuses_bad_tasks_clearly(server: Server, name: str):
+    body, error, detail = BAD_TASK_REQUESTS[name]
+    response = server.client.post("/v1/inits", json=body)
+    assert (response.status_code, response.json()["error"]) == (422, error), response.text
+    assert detail in response.json()["detail"]
+    if error == "invalid_task":
+        assert response.json()["allowed"] == ["tiny-tasks"]
+        assert "Generators of this server that take a task: tiny-tasks" in \
+            response.json()["detail"]
+
+
+def test_the_openapi_schema_documents_the_task(server: Server):
+    schema = server.client.get("/openapi.json").json()
+    task = schema["components"]["schemas"]["InitRequest"]["properties"]["task"]
+    assert "descriptor" in task["description"] and "invalid_task" in task["description"]
+    assert task["examples"] == [CAT_DOG_SHIP_VECTOR]
+    post = schema["paths"]["/v1/inits"]["post"]
+    assert "invalid_task" in post["responses"]["422"]["description"]
