@@ -3,11 +3,14 @@
 One tiny zoo on the real shared CIFAR-10 data (vgg-2, 3 runs of 2 steps on 128 images, saved
 at steps 1 and 2) and a tiny weight-diffusion model trained for a few steps on its
 last checkpoints; the evaluation makes 2 models per method and trains each for 2 steps.
+The zoo over tasks is conftest's ``tiny_task_zoo`` (three-way tasks), with a tiny
+task-conditioned diffusion model, evaluated the same way on two held-out tasks.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -21,19 +24,24 @@ from hyperinit.generator import folder_id
 from training.config import TrainConfig, load_config
 from training.recipe import EvalData
 from training.run import train
-from training.zoo import ZooConfig, build_arch, build_zoo
+from training.tasks import Task, held_out_tasks
+from training.zoo import ZooConfig, build_arch, build_zoo, load_zoo
 from training.zoo_eval import (
     Checkpoints,
     average,
     evaluate_zoo,
     fitted_gaussian,
+    fresh,
+    head_dims,
     load_checkpoints,
     mean_of,
+    nearest_task,
     novelty,
     sample_count,
     training_checkpoints,
+    transfer,
 )
-from training.zoo_eval_config import METHODS, ZooEvalConfig
+from training.zoo_eval_config import METHODS, TASK_METHODS, ZooEvalConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -81,6 +89,7 @@ def test_rows_and_reports(run):
         (m, i) for m in METHODS for i in range(1 if m == "mean-16" else 2)]
     for row in rows:
         assert row["arch"] == ARCH and row["zoo_step"] == 2 and set(row["at"]) == {"0", "2"}
+        assert "task" not in row  # a zoo without tasks: rows as they always were
         for point in row["at"].values():
             assert 0 <= point["accuracy"] <= 1 and math.isfinite(point["accuracy"])
         assert row["sample_seconds"] > 0
@@ -97,7 +106,9 @@ def test_rows_and_reports(run):
     assert "| vgg-2 | mean-16 (all 3) | 1 |" in table
     assert "checkpoints of " + cfg.zoo + " at step 2 (vgg-2)" in table
     assert all(f"| {m} " in table for m in METHODS)
-    assert (out / "novelty.png").stat().st_size > 1000 and not list(out.glob("*.tmp"))
+    for plot in ("novelty.png", "steps.png"):
+        assert (out / plot).stat().st_size > 1000
+    assert not list(out.glob("*.tmp"))
 
 
 def test_checkpoint_rows_are_the_checkpoints(run, setup):
@@ -236,8 +247,148 @@ def test_cli(run, capsys, tmp_path):
     assert [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()] == rows
 
 
-def test_a_zoo_over_tasks_is_refused_until_task_evaluation_exists(tiny_task_zoo, tmp_path):
-    cfg = ZooEvalConfig(zoo=tiny_task_zoo[0].out, out=str(tmp_path / "eval"),
-                        methods=("checkpoint",), samples=1, ks=(0,), device="cpu")
-    with pytest.raises(ValueError, match="trained on task cifar10-.*zoos over tasks"):
-        evaluate_zoo(cfg)
+# ----- zoos over tasks ----------------------------------------------------------------------
+TASK_ARCH = "bnresnet-1"
+TASK_EVAL = {**TINY_EVAL, "archs": (TASK_ARCH,), "tasks": 2, "train_samples": 256,
+             "test_samples": 128}
+
+
+@pytest.fixture(scope="module")
+def task_setup(tiny_task_zoo, shared_data, tmp_path_factory) -> dict:
+    """The tiny zoo over tasks, a task-conditioned diffusion model trained briefly on it,
+    and the evaluation options (no out)."""
+    zoo = tiny_task_zoo[0].out
+    generator = train(TrainConfig(
+        generator="diffusion", zoo=zoo, out=str(tmp_path_factory.mktemp("task_diffusion")),
+        steps=4, batch_size=4, hidden=16, layers=1, heads=2, graph_layers=1, chunk=16,
+        window=64, checkpoint_every=4, device="cpu"))
+    return {**TASK_EVAL, "data": str(shared_data / "cifar10-jpg.zip"), "zoo": zoo,
+            "generator": str(generator)}
+
+
+@pytest.fixture(scope="module")
+def task_run(task_setup, tmp_path_factory) -> tuple[ZooEvalConfig, list[dict]]:
+    cfg = config(task_setup, tmp_path_factory.mktemp("task_eval") / "eval")
+    return cfg, evaluate_zoo(cfg)
+
+
+def zoo_tasks(zoo: str) -> dict[str, Task]:
+    """The task of each run of the zoo's TASK_ARCH, from its records."""
+    return {e.record["run_id"]: e.task for e in load_zoo(zoo) if e.record["arch"] == TASK_ARCH}
+
+
+def test_a_zoo_over_tasks_is_evaluated_on_held_out_tasks_with_every_method(task_run):
+    cfg, rows = task_run
+    held = held_out_tasks(3)[:2]
+    # two checkpoints: mean-16 averages both once per task; every other method makes 2
+    assert [(r["task"], r["method"], r["sample"]) for r in rows] == [
+        (t.name, m, i) for t in held for m in TASK_METHODS
+        for i in range(1 if m == "mean-16" else 2)]
+    trained_on = set(zoo_tasks(cfg.zoo).values())
+    assert not trained_on & set(held)  # held-out tasks only
+    for row in rows:
+        assert row["arch"] == TASK_ARCH and row["zoo_step"] == 4 and set(row["at"]) == {"0", "2"}
+        for point in row["at"].values():
+            assert 0 <= point["accuracy"] <= 1 and math.isfinite(point["accuracy"])
+            assert math.isfinite(point["loss"])
+        assert 0 <= row["overlap"] <= 1 and row["distance"] > 0
+        assert row["nearest"].startswith(f"{TASK_ARCH}_run")
+    methods = {m: [r for r in rows if r["method"] == m] for m in TASK_METHODS}
+    assert methods["diffusion"][0]["generator"].startswith("generator@")
+    assert methods["ghn"][0]["generator"].startswith("ghn-cifar10@")
+    # checkpoint + noise: the nearest-task model moved further the larger the noise
+    for small, large in zip(methods["nearest-noise-0.06"], methods["nearest-noise-0.12"],
+                            strict=True):
+        assert small["source"] == large["source"] and large["distance"] > small["distance"]
+
+
+def test_the_nearest_task_checkpoint_shares_the_most_classes(task_run):
+    cfg, rows = task_run
+    tasks = zoo_tasks(cfg.zoo)
+    for row in (r for r in rows if r["method"].startswith("nearest")):
+        held = set(Task.parse(row["task"]).classes)
+        shared = {run: len(held & set(t.classes)) for run, t in tasks.items()}
+        best = max(shared.values())
+        assert row["shared"] == best == shared[row["source"]]
+        assert row["source"] == min(run for run, n in shared.items() if n == best)  # ties
+        assert row["source_task"] == tasks[row["source"]].name
+
+
+def test_nearest_task_and_its_mapped_head(task_setup, tmp_path):
+    cfg = config(task_setup, tmp_path / "unused").for_zoo(over_tasks=True)
+    device = torch.device("cpu")
+    ckpts = load_checkpoints(TASK_ARCH, training_checkpoints(cfg)[TASK_ARCH],
+                             EvalData(cfg.recipe(), device), device,
+                             torch.autocast("cpu", enabled=False))
+    assert ckpts.num_classes == 3 and ckpts.predictions.shape[1] == 128
+    crafted = dataclasses.replace(ckpts, tasks=[Task((0, 1, 2)), Task((0, 1, 3))])
+    assert nearest_task(crafted, Task((1, 3, 5))) == 1  # 2 shared against 1
+    assert nearest_task(crafted, Task((0, 1, 5))) == 0  # a tie: the first run
+    assert nearest_task(crafted, Task((4, 5, 6))) == 0  # none shared: the first run
+    head = head_dims(TASK_ARCH, 3)
+    assert len(head) == 2 and all(dim == 0 for dim in head.values())  # the Linear's rows
+    state, info = transfer(crafted, Task((1, 3, 5)), seed=7)
+    assert info == {"source": crafted.run_ids[1], "source_task": "cifar10-0-1-3", "shared": 2}
+    source, new = crafted.states[1], fresh(TASK_ARCH, 7, num_classes=3)
+    for name in head:  # classes 1 and 3 are rows 1 and 2 of the source; class 5 is fresh
+        assert torch.equal(state[name][0], source[name][1])
+        assert torch.equal(state[name][1], source[name][2])
+        assert torch.equal(state[name][2], new[name][2])
+    assert all(torch.equal(state[k], v) for k, v in source.items() if k not in head)
+
+
+def test_task_reports(task_run):
+    cfg, rows = task_run
+    out = Path(cfg.out)
+    table = (out / "table.md").read_text()
+    assert table.startswith("Held-out tasks of a zoo over tasks (2: " +
+                            ", ".join(t.name for t in held_out_tasks(3)[:2]))
+    for method in TASK_METHODS:
+        assert f"| {TASK_ARCH} | {method}" in table
+        if method != "diffusion":
+            assert f"| **diffusion beats {method} by > std** | 2 tasks |" in table
+    nearest = next(r for r in rows if r["method"] == "nearest-task")
+    assert (f"| {TASK_ARCH} | {nearest['task']} | {nearest['source_task']} | "
+            f"{nearest['shared']} | {nearest['source']} |") in table
+    summary = json.loads((out / "results.json").read_text())
+    assert len(summary) == 2 * len(TASK_METHODS) and {s["task"] for s in summary} == {
+        t.name for t in held_out_tasks(3)[:2]}
+    for plot in ("novelty.png", "steps.png"):
+        assert (out / plot).stat().st_size > 1000
+
+
+def test_a_task_evaluation_resumes_through_the_cli(task_run, capsys, tmp_path):
+    cfg, rows = task_run
+    out = Path(shutil.copytree(cfg.out, tmp_path / "eval"))
+    lines = (out / "results.jsonl").read_text()
+    overrides = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
+                 for k, v in {**cfg.to_dict(), "out": str(out)}.items() if v is not None]
+    parser = argparse.ArgumentParser()
+    zoo_command.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["zoo", "eval", *overrides])
+    assert args.func(args) == 0
+    assert capsys.readouterr().out.startswith("Held-out tasks of a zoo over tasks")
+    assert (out / "results.jsonl").read_text() == lines  # nothing ran again
+
+
+def test_bad_task_inputs(task_setup, setup, tmp_path):
+    with pytest.raises(ValueError, match="checkpoint, noise-0.06 are for zoos without tasks; "
+                                         "the zoo at .* is over tasks"):
+        evaluate_zoo(config(task_setup, tmp_path, methods="checkpoint,noise-0.06"))
+    with pytest.raises(ValueError, match="nearest-task are for zoos over tasks"):
+        evaluate_zoo(config(setup, tmp_path, methods="nearest-task"))
+    with pytest.raises(ValueError, match="was built without tasks: leave tasks out"):
+        evaluate_zoo(config(setup, tmp_path, tasks=2))
+    seen = next(iter(zoo_tasks(task_setup["zoo"]).values())).name
+    with pytest.raises(ValueError, match=f"{seen} is not held out"):
+        config(task_setup, tmp_path, tasks=seen)
+    five = held_out_tasks(5)[0].name
+    with pytest.raises(ValueError, match=f"{five}: the zoo's models have 3-way heads"):
+        evaluate_zoo(config(task_setup, tmp_path, tasks=five))
+    with pytest.raises(ValueError, match="tasks must be at least 1"):
+        config(task_setup, tmp_path, tasks=0)
+    with pytest.raises(ValueError, match=r"is unconditional \(task_dim 0\)"):
+        evaluate_zoo(config(task_setup, tmp_path / "out", generator=setup["generator"]))
+    named = held_out_tasks(3)[1].name
+    assert config(task_setup, tmp_path, tasks=named.replace("cifar10-", "")).tasks == (named,)
+    assert not list(tmp_path.glob("*.json*"))  # refused before anything was written

@@ -36,17 +36,45 @@ Buffers (BatchNorm statistics): checkpoint-derived models take those of their so
 checkpoint (averages over the checkpoints for ``mean-16`` and ``gaussian``; integer buffers
 from the first); the others those of a freshly built module (BatchNorm reset).
 
+**Zoos over tasks** (built with ``tasks=K``) are evaluated on **held-out tasks**
+(:func:`training.tasks.held_out_tasks`, which no zoo trains on; ``tasks`` picks them): each
+model is made for the task (a ``K``-way head), trains and is measured on the task's images
+(:meth:`training.recipe.EvalData.for_task`), and its rows say ``task``. Novelty is measured
+as above against all the training checkpoints of the arch, on the held-out task's test
+images; overlap compares output indices, so it asks whether two networks compute the same
+function whatever classes the indices name (a copy of a checkpoint overlaps with it fully
+on any task). The methods (``TASK_METHODS``):
+
+* ``diffusion``: DDIM samples conditioned on the held-out task's descriptor;
+* ``nearest-task``: what a practitioner would fine-tune, the checkpoint of the training task
+  most similar to the held-out one (:func:`nearest_task`: most shared classes, the dot
+  product of the task descriptors; ties go to the first checkpoint in run id order). Its
+  body is the checkpoint's; its head is **mapped** (:func:`transfer`): the rows of classes
+  the two tasks share are the checkpoint's rows of the same class, the other rows a fresh
+  default-init head's (``manual_seed(seed + i)``, the same head ``default`` gets). Mapping
+  keeps everything the checkpoint knows about the new task, so the baseline is the
+  strongest form of transfer from the zoo; sample i differs in its fresh rows and batches.
+  Its row says ``source``, ``source_task`` and ``shared`` (how many classes);
+* ``nearest-noise-0.06``, ``nearest-noise-0.12``: that model plus relative noise as above;
+* ``mean-16``, ``gaussian``: as above, over the checkpoints of every training task, their
+  heads averaged position by position like every other tensor (for a new task only their
+  bodies carry meaning);
+* ``ghn``: the hypernetwork's prediction for the arch with the task's number of classes;
+* ``default``: the freshly built ``K``-way module.
+
 Sample i of every method trains on the same batch stream (seed ``seed + i``), so methods
 differ only in their initial parameters. Rows are appended to ``OUT/results.jsonl`` as they
-finish and a restarted run skips them; ``results.json`` (per arch and method), ``table.md``
-and ``novelty.png`` (accuracy at the first k against overlap) summarize them.
+finish and a restarted run skips them; :mod:`training.zoo_eval_report` summarizes them in
+``results.json``, ``table.md``, ``novelty.png`` and ``steps.png``. Held-out architectures
+are not evaluated: every checkpoint-derived method needs checkpoints of the same shapes.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -68,14 +96,17 @@ from .recipe import (
     train_and_measure,
 )
 from .results import RESULTS, check_resumable, load_rows
+from .samplers import NUM_CLASSES
+from .tasks import Task, held_out_tasks
 from .zoo import (
     ZooEntry,
     arch_graph,
     build_arch,
     load_zoo,
+    record_classes,
     select_checkpoints,
 )
-from .zoo_eval_config import MEAN_OF, NOISE, ZooEvalConfig
+from .zoo_eval_config import MEAN_OF, NEAREST_NOISE, NOISE, ZooEvalConfig
 from .zoo_eval_report import write_reports
 
 # Options that change the numbers of a row: a resumed run must keep them. ``ghn_models``
@@ -85,23 +116,70 @@ GHN_MODELS = "one prediction"
 ROW_OPTIONS = ("generator", "generator_id", "zoo", "step", "seed", "ghn", "ghn_models",
                "diffusion_steps", "data", "ks", "train_samples", "test_samples", "batch_size",
                "lr", "weight_decay", "amp")
+# What identifies a row in results.jsonl: without tasks, and in a zoo over tasks.
+ROW_KEY = ("arch", "method", "sample")
+TASK_ROW_KEY = ("arch", "task", "method", "sample")
+Job = tuple[str, Task | None, str, int]  # (arch, held-out task or None, method, sample)
 
 
-# ----- checkpoints and novelty --------------------------------------------------------------
+# ----- checkpoints and tasks ----------------------------------------------------------------
 def training_checkpoints(cfg: ZooEvalConfig) -> dict[str, list[ZooEntry]]:
     """The training checkpoints C of each selected arch (:func:`training.zoo.
-    select_checkpoints` of ``cfg.step`` and ``cfg.archs``), by arch, in run id order."""
+    select_checkpoints` of ``cfg.step`` and ``cfg.archs``), by arch, in run id order.
+
+    The checkpoints of one arch must share their shapes (one head size) and the zoo must be
+    all over tasks or all without, since every method's models are compared with all of C.
+    """
     by_arch: dict[str, list[ZooEntry]] = {}
     for entry in select_checkpoints(load_zoo(cfg.zoo), cfg.step, cfg.archs):
-        if entry.task is not None:
-            raise ValueError(f"{entry.path} was trained on task {entry.task.name}: zoo eval "
-                             "measures ten-way models on all of CIFAR-10 and does not evaluate "
-                             "zoos over tasks yet; evaluate a zoo built without tasks")
         by_arch.setdefault(entry.record["arch"], []).append(entry)
     if not by_arch:
         raise ValueError(f"the zoo at {cfg.zoo} has no checkpoints")
+    for arch, entries in by_arch.items():
+        heads = sorted({record_classes(e.record) for e in entries})
+        if len(heads) > 1:
+            raise ValueError(f"the checkpoints of {arch} have heads of {heads} classes: zoo eval "
+                             "compares models of one shape per architecture; evaluate a zoo "
+                             "whose tasks have one size (hyperinit zoo build tasks=K)")
+    kinds = {e.task is not None for entries in by_arch.values() for e in entries}
+    if len(kinds) > 1:
+        raise ValueError(f"the zoo at {cfg.zoo} mixes checkpoints with and without tasks: "
+                         "evaluate one kind at a time (archs=...)")
     return {arch: sorted(entries, key=lambda e: e.record["run_id"])
             for arch, entries in by_arch.items()}
+
+
+def eval_tasks(cfg: ZooEvalConfig, ways: int) -> list[Task]:
+    """The held-out ``ways``-way tasks a zoo over tasks is evaluated on (``cfg.tasks``)."""
+    held = held_out_tasks(ways)
+    if not held:
+        raise ValueError(f"there are no held-out {ways}-way tasks (too few to spare any), and "
+                         "zoo eval measures held-out tasks only: build the zoo with tasks=2..8")
+    if cfg.tasks is None or isinstance(cfg.tasks, int):
+        return held[:cfg.tasks]
+    named = [Task.parse(name) for name in cfg.tasks]
+    wrong = [t.name for t in named if t.ways != ways]
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)}: the zoo's models have {ways}-way heads, so its "
+                         f"held-out tasks have {ways} classes")
+    return named
+
+
+def targets(cfg: ZooEvalConfig, selected: dict[str, list[ZooEntry]],
+            ) -> list[tuple[str, Task | None]]:
+    """What models are made for: each arch alone, or each arch with each held-out task."""
+    out: list[tuple[str, Task | None]] = []
+    for arch, entries in selected.items():
+        over_tasks = entries[0].task is not None
+        tasks = eval_tasks(cfg, record_classes(entries[0].record)) if over_tasks else [None]
+        out += [(arch, task) for task in tasks]
+    return out
+
+
+def row_key(job: Job) -> tuple:
+    """The job's row in ``results.jsonl``: ``ROW_KEY`` values, or ``TASK_ROW_KEY`` ones."""
+    arch, task, method, i = job
+    return (arch, method, i) if task is None else (arch, task.name, method, i)
 
 
 @dataclass
@@ -116,6 +194,8 @@ class Checkpoints:
     param_names: list[str]
     flat: torch.Tensor  # (checkpoints, parameters) float32
     predictions: torch.Tensor  # (checkpoints, test images): untrained argmax predictions
+    num_classes: int = NUM_CLASSES  # outputs of their heads
+    tasks: list[Task | None] = field(default_factory=list)  # each one's task; None: all ten
 
     def __len__(self) -> int:
         return len(self.run_ids)
@@ -136,10 +216,12 @@ def flatten(state: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
     return torch.cat([state[n].detach().reshape(-1).float().cpu() for n in names])
 
 
-def to_module(arch: str, state: dict[str, torch.Tensor]) -> nn.Module:
-    """A freshly built ``arch`` with the entries of ``state`` loaded: its parameters, and any
-    buffers it holds; buffers it lacks keep the fresh module's values (BatchNorm reset)."""
-    model = build_arch(arch)
+def to_module(arch: str, state: dict[str, torch.Tensor],
+              num_classes: int = NUM_CLASSES) -> nn.Module:
+    """A freshly built ``arch`` (``num_classes`` outputs) with the entries of ``state``
+    loaded: its parameters, and any buffers it holds; buffers it lacks keep the fresh
+    module's values (BatchNorm reset)."""
+    model = build_arch(arch, num_classes)
     model.load_state_dict({**model.state_dict(), **state}, strict=True)
     return model
 
@@ -158,13 +240,16 @@ def predictions(model: nn.Module, eval_data: EvalData, autocast: torch.autocast)
 
 def load_checkpoints(arch: str, entries: list[ZooEntry], eval_data: EvalData,
                      device: torch.device, autocast: torch.autocast) -> Checkpoints:
-    """Read the checkpoints' weights and compute each one's test predictions once."""
+    """Read the checkpoints' weights and compute each one's test predictions (on
+    ``eval_data``: a held-out task's images in a zoo over tasks) once."""
+    classes = record_classes(entries[0].record)
     states = [e.state_dict() for e in entries]
-    names = [n for n, _ in build_arch(arch).named_parameters()]
-    preds = [predictions(to_module(arch, s).to(device), eval_data, autocast) for s in states]
+    names = [n for n, _ in build_arch(arch, classes).named_parameters()]
+    preds = [predictions(to_module(arch, s, classes).to(device), eval_data, autocast)
+             for s in states]
     return Checkpoints(arch, entries[0].record["step"], [e.record["run_id"] for e in entries],
-                       states, names,
-                       torch.stack([flatten(s, names) for s in states]), torch.stack(preds))
+                       states, names, torch.stack([flatten(s, names) for s in states]),
+                       torch.stack(preds), classes, [e.task for e in entries])
 
 
 def novelty(theta: torch.Tensor, preds: torch.Tensor, ckpts: Checkpoints,
@@ -206,15 +291,22 @@ def _rng(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def add_noise(ckpts: Checkpoints, i: int, sigma: float, seed: int,
-              ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Checkpoint ``i mod |C|`` plus ``sigma * std(tensor) * N(0, 1)`` on every parameter."""
-    source = i % len(ckpts)
-    state, rng = dict(ckpts.states[source]), _rng(seed)
-    for name in ckpts.param_names:
+def perturb(state: dict[str, torch.Tensor], names: list[str], sigma: float, seed: int,
+            ) -> dict[str, torch.Tensor]:
+    """``state`` with ``sigma * std(tensor) * N(0, 1)`` added to each parameter of ``names``."""
+    state, rng = dict(state), _rng(seed)
+    for name in names:
         p = state[name]
         state[name] = p + sigma * p.std(correction=0) * torch.randn(p.shape, generator=rng)
-    return state, {"source": ckpts.run_ids[source]}
+    return state
+
+
+def add_noise(ckpts: Checkpoints, i: int, sigma: float, seed: int,
+              ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Checkpoint ``i mod |C|`` plus relative noise (:func:`perturb`) on every parameter."""
+    source = i % len(ckpts)
+    return (perturb(ckpts.states[source], ckpts.param_names, sigma, seed),
+            {"source": ckpts.run_ids[source]})
 
 
 def mean_of(ckpts: Checkpoints, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -232,36 +324,86 @@ def fitted_gaussian(ckpts: Checkpoints, seed: int) -> dict[str, torch.Tensor]:
     return {**average(ckpts.states), **ckpts.unflatten(theta)}
 
 
-def fresh(arch: str, seed: int, ghn: nn.Module | None = None) -> dict[str, torch.Tensor]:
-    """Parameters of ``arch`` built after ``manual_seed(seed)``, then predicted if ``ghn``."""
+def fresh(arch: str, seed: int, ghn: nn.Module | None = None,
+          num_classes: int = NUM_CLASSES) -> dict[str, torch.Tensor]:
+    """Parameters of ``arch`` (``num_classes`` outputs) built after ``manual_seed(seed)``,
+    then predicted if ``ghn``."""
     torch.manual_seed(seed)
-    model = build_arch(arch)
+    model = build_arch(arch, num_classes)
     if ghn is not None:
         hyperinit.predict(model, ghn, noise=0.0)
     return {n: p.detach() for n, p in model.named_parameters()}
 
 
+def nearest_task(ckpts: Checkpoints, task: Task) -> int:
+    """The index of the checkpoint whose training task shares the most classes with ``task``
+    (the dot product of their descriptors); ties go to the first in run id order."""
+    shared = [int(task.descriptor() @ t.descriptor()) for t in ckpts.tasks]
+    return shared.index(max(shared))
+
+
+@functools.cache
+def head_dims(arch: str, num_classes: int) -> dict[str, int]:
+    """The classifier head of ``arch``: each parameter whose shape follows ``num_classes``
+    (found by building the arch on ``meta`` with one class more or fewer), with the
+    dimension that runs over the classes."""
+    other = num_classes + 1 if num_classes < NUM_CLASSES else num_classes - 1
+    with torch.device("meta"):
+        mine, theirs = (dict(build_arch(arch, n).named_parameters()) for n in (num_classes, other))
+    dims = {}
+    for name, p in mine.items():
+        differ = [d for d, (a, b) in enumerate(zip(p.shape, theirs[name].shape, strict=True))
+                  if a != b]
+        if differ:
+            dims[name] = differ[0]
+    return dims
+
+
+def transfer(ckpts: Checkpoints, task: Task, seed: int,
+             ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The checkpoint of the task nearest to ``task`` (:func:`nearest_task`), its head
+    remade for ``task``: rows of shared classes copied from the checkpoint's rows of the
+    same class, the others those of a fresh head (``manual_seed(seed)``)."""
+    j = nearest_task(ckpts, task)
+    source = ckpts.tasks[j]
+    head = fresh(ckpts.arch, seed, num_classes=task.ways)
+    state = dict(ckpts.states[j])
+    for name, dim in head_dims(ckpts.arch, task.ways).items():
+        rows = head[name].clone()
+        for row, cls in enumerate(task.classes):
+            if cls in source.classes:
+                rows.select(dim, row).copy_(state[name].select(dim, source.classes.index(cls)))
+        state[name] = rows
+    shared = len(set(task.classes) & set(source.classes))
+    return state, {"source": ckpts.run_ids[j], "source_task": source.name, "shared": shared}
+
+
 def sample_diffusion(model: WeightDiffusion, arch: str, cfg: ZooEvalConfig,
+                     task: Task | None = None, num_classes: int = NUM_CLASSES,
                      ) -> tuple[list[dict[str, torch.Tensor]], dict[str, float]]:
-    """``cfg.samples`` DDIM samples in one batch, and the seconds per model: in that batch
-    (``sample_seconds``) and for one model sampled alone (``sample_seconds_one``)."""
-    graph = arch_graph(arch)
+    """``cfg.samples`` DDIM samples in one batch (conditioned on ``task`` if given), and the
+    seconds per model: in that batch (``sample_seconds``) and for one model sampled alone
+    (``sample_seconds_one``)."""
+    graph = arch_graph(arch, num_classes)
     start = time.perf_counter()
-    states = sample_state_dicts(model, graph, cfg.samples, cfg.seed, cfg.diffusion_steps)
+    states = sample_state_dicts(model, graph, cfg.samples, cfg.seed, cfg.diffusion_steps,
+                                task=task)
     batch = (time.perf_counter() - start) / cfg.samples
     start = time.perf_counter()
-    sample_state_dicts(model, graph, 1, cfg.seed, cfg.diffusion_steps)
+    sample_state_dicts(model, graph, 1, cfg.seed, cfg.diffusion_steps, task=task)
     return states, {"sample_seconds": batch, "sample_seconds_one": time.perf_counter() - start}
 
 
 class Generators:
-    """The diffusion model and the GHN, loaded on first use; diffusion samples per arch."""
+    """The diffusion model and the GHN, loaded on first use; diffusion samples per arch and
+    task."""
 
     def __init__(self, cfg: ZooEvalConfig, device: torch.device) -> None:
         self.cfg, self.device = cfg, device
         self._diffusion: WeightDiffusion | None = None
         self._ghn: tuple[nn.Module, dict[str, Any]] | None = None
-        self._samples: dict[str, tuple[list[dict[str, torch.Tensor]], dict[str, Any]]] = {}
+        self._samples: dict[tuple[str, Task | None],
+                            tuple[list[dict[str, torch.Tensor]], dict[str, Any]]] = {}
 
     def ghn(self) -> tuple[nn.Module, dict[str, Any]]:
         """The hypernetwork (loaded once) and what to record: its id."""
@@ -270,21 +412,35 @@ class Generators:
             self._ghn = model, {"generator": model.id}
         return self._ghn
 
-    def diffusion(self, arch: str) -> tuple[list[dict[str, torch.Tensor]], dict[str, Any]]:
-        """The samples of ``arch`` (made once) and what to record: timings, generator id."""
+    def diffusion_model(self, over_tasks: bool) -> WeightDiffusion:
+        """The weight-diffusion model (loaded once); a zoo over tasks needs one conditioned
+        on task descriptors, as the held-out tasks are given to it."""
         if self._diffusion is None:
             self._diffusion = load_diffusion(self.cfg.generator).to(self.device)
-        if arch not in self._samples:
-            states, seconds = sample_diffusion(self._diffusion, arch, self.cfg)
-            self._samples[arch] = states, {**seconds,
-                                           "generator": self._diffusion.id}
-        return self._samples[arch]
+        if over_tasks and self._diffusion.config.task_dim == 0:
+            raise ValueError(f"the generator {self.cfg.generator} is unconditional (task_dim 0), "
+                             "but a zoo over tasks is evaluated on held-out tasks it must be "
+                             "given: train it on a zoo over tasks (hyperinit train "
+                             "generator=diffusion zoo=DIR), which conditions it on tasks")
+        return self._diffusion
+
+    def diffusion(self, arch: str, task: Task | None, num_classes: int,
+                  ) -> tuple[list[dict[str, torch.Tensor]], dict[str, Any]]:
+        """The samples of ``arch`` for ``task`` (made once) and what to record: timings and
+        the generator id."""
+        if (arch, task) not in self._samples:
+            model = self.diffusion_model(task is not None)
+            states, seconds = sample_diffusion(model, arch, self.cfg, task, num_classes)
+            self._samples[arch, task] = states, {**seconds, "generator": model.id}
+        return self._samples[arch, task]
 
 
 def make_model(method: str, i: int, ckpts: Checkpoints, cfg: ZooEvalConfig,
-               generators: Generators) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Sample ``i`` of ``method``: its state (parameters, maybe buffers) and what to record,
-    including ``sample_seconds``, the time it took to make."""
+               generators: Generators, task: Task | None = None,
+               ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Sample ``i`` of ``method`` (for the held-out ``task`` of a zoo over tasks): its state
+    (parameters, maybe buffers) and what to record, including ``sample_seconds``, the time
+    it took to make."""
     seed = cfg.seed + i
     info: dict[str, Any] = {}
     ghn = None
@@ -292,77 +448,100 @@ def make_model(method: str, i: int, ckpts: Checkpoints, cfg: ZooEvalConfig,
         ghn, info = generators.ghn()
     start = time.perf_counter()
     if method == "diffusion":
-        states, info = generators.diffusion(ckpts.arch)
+        states, info = generators.diffusion(ckpts.arch, task, ckpts.num_classes)
         state = states[i]
     elif method == "checkpoint":
         state, info = ckpts.states[i], {"source": ckpts.run_ids[i]}
     elif method in NOISE:
         state, info = add_noise(ckpts, i, NOISE[method], seed)
+    elif method == "nearest-task":
+        state, info = transfer(ckpts, task, seed)
+    elif method in NEAREST_NOISE:
+        state, info = transfer(ckpts, task, seed)
+        state = perturb(state, ckpts.param_names, NEAREST_NOISE[method], seed)
     elif method == "mean-16":
         state, info = mean_of(ckpts, seed)
     elif method == "gaussian":
         state = fitted_gaussian(ckpts, seed)
     else:
-        state = fresh(ckpts.arch, seed, ghn)
+        state = fresh(ckpts.arch, seed, ghn, ckpts.num_classes)
     return state, {"sample_seconds": time.perf_counter() - start, **info}
 
 
 # ----- the run ------------------------------------------------------------------------------
-def run_one(cfg: ZooEvalConfig, recipe: RecipeConfig, ckpts: Checkpoints, method: str, i: int,
+def run_one(cfg: ZooEvalConfig, recipe: RecipeConfig, ckpts: Checkpoints, job: Job,
             generators: Generators, eval_data: EvalData, device: torch.device,
             autocast: torch.autocast) -> dict[str, Any]:
-    """One result row: make sample ``i`` of ``method``, measure its novelty, train it."""
+    """One result row: make the job's model, measure its novelty, train it (on
+    ``eval_data``, the held-out task's images for a job with a task)."""
+    arch, task, method, i = job
     start = time.perf_counter()
-    state, info = make_model(method, i, ckpts, cfg, generators)
-    model = to_module(ckpts.arch, state).to(device)
+    state, info = make_model(method, i, ckpts, cfg, generators, task)
+    model = to_module(arch, state, ckpts.num_classes).to(device)
     preds = predictions(model, eval_data, autocast)
     itself = i if method == "checkpoint" else None
     near = novelty(ckpts.flatten(state), preds, ckpts, exclude=itself)
     torch.manual_seed(cfg.seed + i)  # dropout and the like: the same stream for every method
     points = train_and_measure(model, recipe, eval_data, cfg.seed + i, device)
-    return {"arch": ckpts.arch, "zoo_step": ckpts.step, "method": method, "sample": i, **info,
-            **near, "seconds": round(time.perf_counter() - start, 2), "at": points}
+    held_out = {} if task is None else {"task": task.name}
+    return {"arch": arch, **held_out, "zoo_step": ckpts.step, "method": method, "sample": i,
+            **info, **near, "seconds": round(time.perf_counter() - start, 2), "at": points}
 
 
 def evaluate_zoo(cfg: ZooEvalConfig) -> list[dict[str, Any]]:
-    """Run every (arch, method, sample) not yet in ``OUT/results.jsonl``; write the reports.
+    """Run every job (arch, [held-out task,] method, sample) not yet in
+    ``OUT/results.jsonl``; write the reports.
 
-    Returns the rows of this config's selection, in (arch, method, sample) order.
+    Returns the rows of this config's selection, in job order.
     """
     selected = training_checkpoints(cfg)
+    over_tasks = next(iter(selected.values()))[0].task is not None
+    cfg = cfg.for_zoo(over_tasks)
     if "diffusion" in cfg.methods and not Path(cfg.generator).is_dir():
         raise FileNotFoundError(f"generator {cfg.generator} is not a folder: give a weight-"
                                 "diffusion checkpoint folder (config.json, model.safetensors, "
                                 "scheduler_config.json)")
+    jobs: list[Job] = [(arch, task, method, i) for arch, task in targets(cfg, selected)
+                       for method in cfg.methods
+                       for i in range(sample_count(method, len(selected[arch]), cfg.samples))]
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     weights = folder_id(cfg.generator) if "diffusion" in cfg.methods else None
     check_resumable({**cfg.to_dict(), "ghn_models": GHN_MODELS, "generator_id": weights}, out,
                     ROW_OPTIONS)
-    done = load_rows(out / RESULTS, ("arch", "method", "sample"))
-    jobs = [(arch, method, i) for arch, entries in selected.items() for method in cfg.methods
-            for i in range(sample_count(method, len(entries), cfg.samples))]
-    todo = [job for job in jobs if job not in done]
+    done = load_rows(out / RESULTS, TASK_ROW_KEY if over_tasks else ROW_KEY)
+    todo = [job for job in jobs if row_key(job) not in done]
     if todo:
-        recipe = cfg.recipe()
-        eval_data = EvalData(recipe, device)
-        autocast = autocast_for(recipe, device)
-        generators = Generators(cfg, device)
-        bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="zoo eval")
-        with open(out / RESULTS, "a") as f:
-            for arch, arch_jobs in groupby(todo, key=lambda job: job[0]):
-                bar.set_postfix_str(f"{arch}: checkpoints")
-                ckpts = load_checkpoints(arch, selected[arch], eval_data, device, autocast)
-                for _, method, i in arch_jobs:
-                    bar.set_postfix_str(f"{arch} {method} {i}")
-                    row = run_one(cfg, recipe, ckpts, method, i, generators, eval_data, device,
-                                  autocast)
-                    f.write(json.dumps(row) + "\n")
-                    f.flush()
-                    done[arch, method, i] = row
-                    bar.update(1)
-        bar.close()
-    rows = [done[job] for job in jobs]
+        run_jobs(cfg, selected, todo, len(jobs), done, out, device)
+    rows = [done[row_key(job)] for job in jobs]
     write_reports(cfg, rows, out)
     return rows
+
+
+def run_jobs(cfg: ZooEvalConfig, selected: dict[str, list[ZooEntry]], todo: list[Job],
+             total: int, done: dict[tuple, dict[str, Any]], out: Path,
+             device: torch.device) -> None:
+    """Run ``todo`` (grouped by arch and task, whose checkpoints are loaded once), appending
+    each row to ``OUT/results.jsonl`` and to ``done`` as it finishes."""
+    recipe = cfg.recipe()
+    all_classes = EvalData(recipe, device)
+    autocast = autocast_for(recipe, device)
+    generators = Generators(cfg, device)
+    if any(method == "diffusion" for _, _, method, _ in todo):  # a wrong generator fails first
+        generators.diffusion_model(todo[0][1] is not None)
+    bar = tqdm(total=total, initial=total - len(todo), desc="zoo eval")
+    with open(out / RESULTS, "a") as f:
+        for (arch, task), group in groupby(todo, key=lambda job: job[:2]):
+            where = arch if task is None else f"{arch} {task.name}"
+            bar.set_postfix_str(f"{where}: checkpoints")
+            eval_data = all_classes if task is None else all_classes.for_task(task)
+            ckpts = load_checkpoints(arch, selected[arch], eval_data, device, autocast)
+            for job in group:
+                bar.set_postfix_str(f"{where} {job[2]} {job[3]}")
+                row = run_one(cfg, recipe, ckpts, job, generators, eval_data, device, autocast)
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                done[row_key(job)] = row
+                bar.update(1)
+    bar.close()

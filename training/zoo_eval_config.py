@@ -4,17 +4,25 @@ The methods are described in :mod:`training.zoo_eval`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .config import as_tuple
 from .recipe import RecipeConfig
+from .tasks import Task, held_out_tasks
 from .zoo import parse_arch
 
+# The methods of a zoo without tasks, and of a zoo over tasks (evaluated on held-out tasks,
+# where the checkpoint of the nearest training task replaces the checkpoints themselves).
 METHODS = ("diffusion", "checkpoint", "noise-0.06", "noise-0.12", "mean-16", "gaussian", "ghn",
            "default")
 NOISE = {"noise-0.06": 0.06, "noise-0.12": 0.12}  # relative std of the added noise
+NEAREST_NOISE = {f"nearest-{method}": sigma for method, sigma in NOISE.items()}
+TASK_METHODS = ("diffusion", "nearest-task", *NEAREST_NOISE, "mean-16", "gaussian", "ghn",
+                "default")
+ALL_METHODS = tuple(dict.fromkeys(METHODS + TASK_METHODS))
 MEAN_OF = 16  # checkpoints per mean-16 model
 
 
@@ -31,7 +39,11 @@ class ZooEvalConfig:
     # what to run
     step: int | None = None  # the zoo step whose checkpoints are C; None: each arch's last
     archs: tuple[str, ...] | None = None  # zoo architecture names ("vgg-9"); None: all
-    methods: tuple[str, ...] = METHODS
+    # None: every method of the zoo's kind (METHODS, or TASK_METHODS for a zoo over tasks)
+    methods: tuple[str, ...] | None = None
+    # zoo over tasks: the held-out tasks to evaluate on: N (the first N of training.tasks.
+    # held_out_tasks(ways), ways being the zoo's) or held-out task names; None: all of them
+    tasks: int | tuple[str, ...] | None = None
     samples: int = 8  # models per method and arch
     ks: tuple[int, ...] = (0, 50)  # measure after these many training steps
     seed: int = 0
@@ -51,11 +63,13 @@ class ZooEvalConfig:
     def __post_init__(self) -> None:
         if not self.zoo:
             raise ValueError("zoo is required: the model zoo folder to evaluate against")
-        self.methods = as_tuple(self.methods)
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise ValueError(f"unknown method(s) {unknown}: methods are {', '.join(METHODS)}")
-        if "diffusion" in self.methods and not self.generator:
+        if self.methods is not None:
+            self.methods = as_tuple(self.methods)
+            unknown = [m for m in self.methods if m not in ALL_METHODS]
+            if unknown or not self.methods:
+                raise ValueError(f"unknown method(s) {unknown}: methods are {', '.join(METHODS)} "
+                                 f"(zoos over tasks: {', '.join(TASK_METHODS)})")
+        if (self.methods is None or "diffusion" in self.methods) and not self.generator:
             raise ValueError("generator is required for the diffusion method: a weight-diffusion "
                              "folder (or leave diffusion out of methods)")
         if self.archs is not None:
@@ -67,6 +81,7 @@ class ZooEvalConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.step is not None and self.step < 0:
             raise ValueError(f"step must be a saved step (>= 0) or None, got {self.step}")
+        self.tasks = _check_tasks(self.tasks)
         recipe = self.recipe()  # validates ks, sizes and device, and fills the defaults
         self.ks, self.batch_size, self.lr, self.weight_decay = (
             recipe.ks, recipe.batch_size, recipe.lr, recipe.weight_decay)
@@ -80,3 +95,45 @@ class ZooEvalConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))  # tuples as lists, as config.json has them
+
+    def for_zoo(self, over_tasks: bool) -> ZooEvalConfig:
+        """This config with ``methods`` resolved for a zoo over tasks or without (None: every
+        method of that kind); methods and ``tasks`` of the other kind are refused."""
+        kind = TASK_METHODS if over_tasks else METHODS
+        methods = self.methods or kind
+        misplaced = [m for m in methods if m not in kind]
+        if over_tasks and misplaced:
+            raise ValueError(
+                f"method(s) {', '.join(misplaced)} are for zoos without tasks; the zoo at "
+                f"{self.zoo} is over tasks and is evaluated on held-out tasks with "
+                f"{', '.join(kind)} (nearest-task, the checkpoint of the most similar training "
+                "task, replaces the checkpoints themselves)")
+        if misplaced:
+            raise ValueError(f"method(s) {', '.join(misplaced)} are for zoos over tasks; the zoo "
+                             f"at {self.zoo} has none, its methods are {', '.join(kind)}")
+        if self.tasks is not None and not over_tasks:
+            raise ValueError(f"tasks picks held-out tasks of a zoo over tasks; the zoo at "
+                             f"{self.zoo} was built without tasks: leave tasks out")
+        return dataclasses.replace(self, methods=methods)
+
+
+def _check_tasks(tasks: Any) -> int | tuple[str, ...] | None:
+    """``tasks`` as :class:`ZooEvalConfig` keeps it: None, a count, or canonical names of
+    held-out tasks (a task a zoo may train on would measure memory, not transfer)."""
+    if tasks is None:
+        return None
+    if isinstance(tasks, str) and tasks.strip().isdigit():
+        tasks = int(tasks)
+    if isinstance(tasks, int) and not isinstance(tasks, bool):
+        if tasks < 1:
+            raise ValueError(f"tasks must be at least 1 (the first N held-out tasks), got {tasks}")
+        return tasks
+    named = [Task.parse(str(t)) for t in as_tuple(tasks)]
+    if not named:
+        raise ValueError("tasks needs a count (tasks=3) or held-out task names, or None for all")
+    seen = [t.name for t in named if t not in held_out_tasks(t.ways)]
+    if seen:
+        raise ValueError(f"{', '.join(seen)} {'is' if len(seen) == 1 else 'are'} not held out: "
+                         "zoo eval measures only tasks no zoo trains on "
+                         "(training.tasks.held_out_tasks(k)); give tasks=N for the first N")
+    return tuple(t.name for t in named)

@@ -15,10 +15,14 @@ An interrupted build resumes: checkpoints whose record exists are not trained ag
 generator against the zoo's checkpoints: accuracy before and after k training steps and
 novelty (parameter distance, prediction overlap to the nearest training checkpoint) of its
 samples and of the baselines (checkpoints, checkpoints plus noise, their mean, a Gaussian
-fitted to them, the GHN's init, default init). Options come from
-training.zoo_eval.ZooEvalConfig, e.g.
+fitted to them, the GHN's init, default init). A zoo over tasks is evaluated on held-out
+tasks (never in a zoo; ``tasks=N`` takes the first N, or name them), with the checkpoint of
+the most similar training task (its head mapped to the new task's classes) and that
+checkpoint plus noise in place of the checkpoints themselves, diffusion samples conditioned
+on the held-out task, and every model trained on that task's images. Options come from
+training.zoo_eval_config.ZooEvalConfig, e.g.
 ``hyperinit zoo eval generator=runs/diffusion zoo=runs/zoo samples=8 ks=[0,50]``.
-Writes OUT/results.jsonl (resumable), results.json, table.md and novelty.png.
+Writes OUT/results.jsonl (resumable), results.json, table.md, novelty.png and steps.png.
 """
 
 from __future__ import annotations
@@ -75,5 +79,6 @@ def run_eval(args: argparse.Namespace) -> int:
     evaluate_zoo(cfg)
     out = Path(cfg.out)
     print((out / "table.md").read_text())
-    print(f"results in {out}/: results.jsonl, results.json, table.md, novelty.png")
+    print(f"results in {out}/: results.jsonl, results.json, table.md, novelty.png, "
+          "steps.png")
     return 0
