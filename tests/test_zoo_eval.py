@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -347,6 +348,27 @@ def test_task_reports(task_run):
         assert f"| {TASK_ARCH} | {method}" in table
         if method != "diffusion":
             assert f"| **diffusion beats {method} by > std** | 2 tasks |" in table
+    # the lead marks and the means over tasks, recomputed from the rows
+    held = [t.name for t in held_out_tasks(3)[:2]]
+
+    def accs(method: str, task: str, k: str) -> list[float]:
+        return [100 * r["at"][k]["accuracy"] for r in rows
+                if r["method"] == method and r["task"] == task]
+
+    def leads(task: str, k: str) -> bool:
+        mine, theirs = accs("diffusion", task, k), accs("default", task, k)
+        return (statistics.fmean(mine) - statistics.fmean(theirs)
+                > max(statistics.stdev(mine), statistics.stdev(theirs)))
+
+    def cells(start: str) -> list[str]:
+        line = next(x for x in table.splitlines() if x.startswith(f"| {TASK_ARCH} | {start} |"))
+        return [c.strip() for c in line.strip("|").split("|")]
+
+    marks = [f"{sum(leads(t, k) for t in held)}/2" for k in ("0", "2")]
+    assert cells("**diffusion beats default by > std**")[2:5] == ["2 tasks", *marks]
+    per_seed = [statistics.fmean(accs("default", t, "2")[i] for t in held) for i in range(2)]
+    assert cells("default")[2:5:2] == [
+        "4", f"{statistics.fmean(per_seed):.1f} ± {statistics.stdev(per_seed):.1f}"]
     nearest = next(r for r in rows if r["method"] == "nearest-task")
     assert (f"| {TASK_ARCH} | {nearest['task']} | {nearest['source_task']} | "
             f"{nearest['shared']} | {nearest['source']} |") in table
