@@ -217,7 +217,8 @@ class InitCache:
         if found is None:
             self._drop_damaged(content_hash)
             return None
-        self.hashed += found.hashed
+        with self._lock:
+            self.hashed += found.hashed
         if bump:
             os.utime(found.file.fileno())  # the file that was checked, even if evicted since
         self._settle(content_hash, found)

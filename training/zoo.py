@@ -205,10 +205,14 @@ def record_task(record: dict[str, Any]) -> Task | None:
     return Task.parse(record["task"]) if record.get("task") else None
 
 
+def task_classes(task: Task | None) -> int:
+    """How many outputs a model of ``task`` has: its ways, else ten (no task)."""
+    return task.ways if task else samplers.NUM_CLASSES
+
+
 def record_classes(record: dict[str, Any]) -> int:
     """How many outputs the checkpoint's head has: its task's ways, else ten."""
-    task = record_task(record)
-    return task.ways if task else samplers.NUM_CLASSES
+    return task_classes(record_task(record))
 
 
 @dataclass(frozen=True)
@@ -226,7 +230,7 @@ class Run:
 
     @property
     def num_classes(self) -> int:
-        return self.task.ways if self.task else samplers.NUM_CLASSES
+        return task_classes(self.task)
 
     @property
     def run_id(self) -> str:
@@ -254,7 +258,7 @@ def plan_runs(cfg: ZooConfig) -> list[Run]:
             seed, lr = rng.randrange(2**31), rng.choice(cfg.lrs)
             weight_decay, batch_size = rng.choice(cfg.weight_decays), rng.choice(cfg.batch_sizes)
             task = rng.choice(pool) if pool else None
-            classes = task.ways if task else samplers.NUM_CLASSES
+            classes = task_classes(task)
             runs.append(Run(arch, arch_hash(arch, classes), index, seed, lr, weight_decay,
                             batch_size, task))
     return runs
