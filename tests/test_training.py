@@ -16,6 +16,7 @@ import hyperinit
 from training.config import TrainConfig, load_config
 from training.run import train
 from training.run import trainer as make_trainer
+from training.teacher import Teacher, distill_loss
 from training.trainer import (
     CHECKPOINT,
     GHNTrainer,
@@ -24,7 +25,7 @@ from training.trainer import (
     weight_matrices,
 )
 from training.trainer import build_arch as sampled_arch
-from training.zoo import build_arch
+from training.zoo import build_arch, load_zoo, select_checkpoints
 
 TINY = {"ghn": {"hidden": 16, "layers": 1, "heads": 2, "rank": 4, "features": 8,
                 "meta_batch": 2, "batch_size": 8, "train_samples": 256, "arch_pool": 4},
@@ -116,6 +117,18 @@ def test_generator_options_are_checked(tmp_path):
         TrainConfig(spread=-0.1)
     with pytest.raises(ValueError, match="spread only applies to generator='ghn'"):
         TrainConfig(generator="diffusion", zoo="z", spread=0.1)
+    with pytest.raises(ValueError, match="needs both teacher=ZOO_FOLDER and distill=W"):
+        TrainConfig(distill=0.5)
+    with pytest.raises(ValueError, match="needs both teacher=ZOO_FOLDER and distill=W"):
+        TrainConfig(teacher="zoo")
+    with pytest.raises(ValueError, match="distill must be at least 0"):
+        TrainConfig(teacher="zoo", distill=-1.0)
+    with pytest.raises(ValueError, match="distill_temperature must be above 0"):
+        TrainConfig(teacher="zoo", distill=0.5, distill_temperature=0)
+    with pytest.raises(ValueError, match="teaches task='image' only"):
+        TrainConfig(task="text", teacher="zoo", distill=0.5)
+    with pytest.raises(ValueError, match="teacher only applies to generator='ghn'"):
+        TrainConfig(generator="diffusion", zoo="z", teacher="zoo", distill=0.5)
 
 
 def test_init_starts_from_a_trained_generator(tmp_path, generator_config):
@@ -325,3 +338,38 @@ def test_ddp_on_two_gloo_processes_stays_in_sync_and_resumes(tmp_path, generator
     assert r0[1] == r1[1] == "3" and r0[2] == r1[2]
     rows = (tmp_path / "ddp/metrics.jsonl").read_text().split("\n")
     assert [json.loads(r)["step"] for r in rows if r] == [1, 2, 3]
+
+
+def test_teacher_averages_the_zoos_tempered_predictions(tiny_zoo, shared_data):
+    """The teacher is the zoo's last-step ten-way checkpoints; its soft targets are the mean
+    of their tempered softmax outputs, and the distillation loss is 0 at the targets."""
+    cfg, _ = tiny_zoo
+    teacher = Teacher(cfg.out, torch.device("cpu"))
+    last = select_checkpoints(load_zoo(cfg.out))
+    assert len(teacher.models) == len(last) > 1
+    x = torch.randn(5, 3, 32, 32)
+    expected = torch.stack([torch.softmax(e.module().eval()(x) / 3.0, -1) for e in last]).mean(0)
+    soft = teacher.soft_targets(x, 3.0)
+    torch.testing.assert_close(soft, expected)
+    torch.testing.assert_close(soft.sum(-1), torch.ones(5))
+    assert distill_loss(3.0 * soft.log(), soft, 3.0).item() == pytest.approx(0, abs=1e-5)
+    assert distill_loss(torch.zeros(5, 10), soft, 3.0).item() > 0
+
+
+def test_a_task_zoo_cannot_teach(tiny_task_zoo):
+    with pytest.raises(ValueError, match="no ten-way checkpoints to teach with"):
+        Teacher(tiny_task_zoo[0].out, torch.device("cpu"))
+
+
+def test_distillation_adds_the_teachers_term_and_trains(tmp_path, tiny_zoo, shared_data):
+    """``teacher=ZOO distill=W`` adds W times the distillation loss to every step's loss."""
+    zoo = tiny_zoo[0].out
+    trainer = GHNTrainer(tiny_config(tmp_path / "one", teacher=zoo, distill=0.5, reg=0.0))
+    loss, metrics = trainer.loss()
+    assert metrics["distill_loss"] > 0
+    assert loss.item() == pytest.approx(metrics["task_loss"] + 0.5 * metrics["distill_loss"],
+                                        rel=1e-5)
+    train(tiny_config(tmp_path / "run", teacher=zoo, distill=0.5))
+    rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert all(math.isfinite(r["distill_loss"]) for r in rows)

@@ -48,6 +48,13 @@ class TrainConfig:
     # -log(participation ratio / its largest value): it keeps a prediction's energy from
     # collapsing onto a few directions, which makes it train slowly (bench/trainability.py)
     spread: float = 0.0
+    # ghn: distillation beside the hard labels. ``teacher`` is a model zoo folder (hyperinit
+    # zoo build; image task only): its ten-way checkpoints at their last saved step, averaged,
+    # give soft targets; ``distill`` weighs T^2 * KL(teacher || prediction) at temperature
+    # ``distill_temperature`` = T (Hinton et al.), added to the cross-entropy
+    teacher: str | None = None
+    distill: float = 0.0
+    distill_temperature: float = 4.0
     init: str | None = None  # start from this generator's weights (folder or shipped name)
     # ghn: start only the graph encoder from this generator (folder or shipped name), whatever
     # its decoder: a new decoder then learns from node embeddings that already know
@@ -107,7 +114,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.init and self.encoder_init:
             raise ValueError("init and encoder_init both set where the model starts: give one")
-        for name in ("noise", "encoder_init", "spread"):
+        for name in ("noise", "encoder_init", "spread", "teacher", "distill"):
             if getattr(self, name) and self.generator != "ghn":
                 raise ValueError(f"{name} only applies to generator='ghn'")
         if self.noise is not None and not 0 <= self.noise < 1:
@@ -115,6 +122,21 @@ class TrainConfig:
                              f"weight's variance drawn at random), got {self.noise!r}")
         if self.spread < 0:
             raise ValueError(f"spread must be at least 0 (0: no spread term), got {self.spread}")
+        self._check_distill()
+
+    def _check_distill(self) -> None:
+        if self.distill < 0:
+            raise ValueError(f"distill must be at least 0 (0: no distillation), got "
+                             f"{self.distill}")
+        if self.distill_temperature <= 0:
+            raise ValueError(f"distill_temperature must be above 0, got "
+                             f"{self.distill_temperature}")
+        if bool(self.teacher) != bool(self.distill):
+            raise ValueError("distillation needs both teacher=ZOO_FOLDER and distill=W > 0; "
+                             f"got teacher={self.teacher!r}, distill={self.distill}")
+        if self.teacher and self.task != "image":
+            raise ValueError(f"teacher= is a CIFAR-10 model zoo, so it teaches task='image' "
+                             f"only, got task={self.task!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

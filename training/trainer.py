@@ -44,6 +44,7 @@ from . import data, samplers
 from .config import TrainConfig, drop_removed
 from .recipe import cosine_lr
 from .results import write_text
+from .teacher import Teacher, distill_loss
 
 CHECKPOINT = "checkpoint.pt"
 GENERATOR_DIR = "generator"
@@ -65,12 +66,13 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
 
 
-def task_loss(module: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor,
-              y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of ``module`` run with ``state`` as its parameters and buffers."""
+def task_logits(module: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor,
+                ) -> torch.Tensor:
+    """``module``'s logits, run with ``state`` as its parameters and buffers, one row per
+    label (a text model's positions flattened)."""
     out = functional_call(module, state, (x,))
     logits = out if isinstance(out, torch.Tensor) else out.logits
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+    return logits.reshape(-1, logits.shape[-1]).float()
 
 
 class Trainer:
@@ -273,6 +275,7 @@ class GHNTrainer(Trainer):
         self.desc = f"ghn {self.cfg.task}"
         self.sampler = samplers.mixed(self.cfg.task)
         self.batches = self._batches()
+        self.teacher = Teacher(self.cfg.teacher, self.device) if self.cfg.teacher else None
         self._pool: dict[int, Arch] = {}
         if self.cfg.prebuild_workers > 0:  # before CUDA starts: worker processes fork
             self._prebuild(self.cfg.prebuild_workers)
@@ -328,6 +331,8 @@ class GHNTrainer(Trainer):
         cfg = self.cfg
         archs = [self._arch(s) for s in self.arch_seeds(self.step)]
         x, y = next(self.batches)
+        temperature = cfg.distill_temperature
+        soft = self.teacher.soft_targets(x, temperature) if self.teacher else None
         with self.autocast():
             predicted = self.model([a.graph for a in archs])
             if cfg.noise:
@@ -335,17 +340,24 @@ class GHNTrainer(Trainer):
                 rng = torch.Generator().manual_seed(self.picks(self.step, 1, 2**62)[0])
                 predicted = [as_predicted(a.graph, t, cfg.noise, rng)
                              for a, t in zip(archs, predicted, strict=True)]
-            losses = []
+            losses, distill = [], []
             for arch, tensors in zip(archs, predicted, strict=True):
                 # Predicted tensors come out of autocast in bf16; parameters are kept fp32
                 # like any model's (BatchNorm insists), and autocast still runs the math in
                 # bf16.
                 params, buffers = _fp32(tensors), _fresh(arch.buffers)
-                losses.append(task_loss(arch.module, {**params, **buffers}, x, y))
+                logits = task_logits(arch.module, {**params, **buffers}, x)
+                losses.append(F.cross_entropy(logits, y.reshape(-1)))
+                if soft is not None:
+                    distill.append(distill_loss(logits, soft, temperature))
             task = torch.stack(losses).mean()
             norm = sum(t.float().norm() for p in predicted for t in p.values()) / len(archs)
         metrics = {"task_loss": task.item(), "param_norm": norm.item()}
         loss = task + cfg.reg * norm
+        if distill:
+            kd = torch.stack(distill).mean()
+            metrics["distill_loss"] = kd.item()
+            loss = loss + cfg.distill * kd
         if cfg.spread:
             matrices = [t for a, p in zip(archs, predicted, strict=True)
                         for t in weight_matrices(a.graph, p)]
