@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import hyperinit
-from training.config import TrainConfig, load_config
+from training.config import DEFAULT_SPREAD, TrainConfig, load_config
 from training.run import train
 from training.run import trainer as make_trainer
 from training.teacher import Teacher, distill_loss
@@ -115,6 +115,9 @@ def test_generator_options_are_checked(tmp_path):
         TrainConfig(noise=1.0)
     with pytest.raises(ValueError, match="spread must be at least 0"):
         TrainConfig(spread=-0.1)
+    assert TrainConfig().spread == DEFAULT_SPREAD > 0  # measured on images only:
+    assert TrainConfig(task="text").spread == 0.0
+    assert TrainConfig(generator="diffusion", zoo="z").spread == 0.0
     with pytest.raises(ValueError, match="spread only applies to generator='ghn'"):
         TrainConfig(generator="diffusion", zoo="z", spread=0.1)
     with pytest.raises(ValueError, match="needs both teacher=ZOO_FOLDER and distill=W"):
@@ -210,7 +213,7 @@ def test_spread_term_is_logged_and_spreads_the_predictions(tmp_path, shared_data
         penalty.backward()
         optimizer.step()
     assert penalty.item() < 0.8 * before
-    assert "spread_loss" not in GHNTrainer(tiny_config(tmp_path / "plain")).loss()[1]
+    assert "spread_loss" not in GHNTrainer(tiny_config(tmp_path / "plain", spread=0.0)).loss()[1]
 
 
 def test_resume_is_exact(tmp_path, generator_config):
@@ -364,7 +367,8 @@ def test_a_task_zoo_cannot_teach(tiny_task_zoo):
 def test_distillation_adds_the_teachers_term_and_trains(tmp_path, tiny_zoo, shared_data):
     """``teacher=ZOO distill=W`` adds W times the distillation loss to every step's loss."""
     zoo = tiny_zoo[0].out
-    trainer = GHNTrainer(tiny_config(tmp_path / "one", teacher=zoo, distill=0.5, reg=0.0))
+    trainer = GHNTrainer(tiny_config(tmp_path / "one", teacher=zoo, distill=0.5, reg=0.0,
+                                     spread=0.0))
     loss, metrics = trainer.loss()
     assert metrics["distill_loss"] > 0
     assert loss.item() == pytest.approx(metrics["task_loss"] + 0.5 * metrics["distill_loss"],
