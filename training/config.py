@@ -152,7 +152,8 @@ class TrainConfig:
 
 # The spread weight image GHN runs get by default: in 1,200-step CPU runs it lifted accuracy
 # after 200 SGD steps on held-out VGG and ResNet from 33.0 and 29.5 (no spread) to 49.4 and
-# 43.0, and zero-shot accuracy from 18.5 to 20.5 (docs/results/decoder-family.md).
+# 43.0, and zero-shot accuracy from 18.5 to 20.5; the best of the weights 0, 0.1, 0.5 and 1.0
+# (docs/results/decoder-family.md).
 DEFAULT_SPREAD = 0.5
 
 # Model options that only one generator has (set for the other one: an error).
