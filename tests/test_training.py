@@ -115,7 +115,7 @@ def test_generator_options_are_checked(tmp_path):
         TrainConfig(noise=1.0)
     with pytest.raises(ValueError, match="spread must be at least 0"):
         TrainConfig(spread=-0.1)
-    assert TrainConfig().spread == DEFAULT_SPREAD > 0  # measured on images only:
+    assert TrainConfig().spread == DEFAULT_SPREAD > 0  # measured on images only
     assert TrainConfig(task="text").spread == 0.0
     assert TrainConfig(generator="diffusion", zoo="z").spread == 0.0
     with pytest.raises(ValueError, match="spread only applies to generator='ghn'"):

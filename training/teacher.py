@@ -26,8 +26,6 @@ class Teacher:
             raise ValueError(f"the zoo at {zoo} has no ten-way checkpoints to teach with (a "
                              "zoo built with tasks= has only k-way ones): build one without "
                              "tasks")
-        self.names = [f"{e.record['arch']}/{e.record['run_id']}@{e.record['step']}"
-                      for e in entries]
         self.models = [e.module().to(device).eval() for e in entries]
 
     @torch.no_grad()
