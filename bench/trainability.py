@@ -15,7 +15,10 @@ every weight of two or more dimensions but the head, in the ``(out, in * kh * kw
 * ``add:C`` — the prediction plus C times the default init (full rank);
 * ``lowrank:R`` — the default init truncated to rank R (what rank alone costs);
 * ``bn``, ``head`` — the prediction with the BatchNorm affine parameters, or the head, of the
-  default init.
+  default init;
+* ``he-beyond:N``, ``default-beyond:N`` — the prediction with every weight wider than N in
+  the decoder's ``(out*kh, in*kw)`` view replaced by He init (what a generator with
+  ``PredictDefaults.max_width`` N gives), or by the default init.
 
 Rows are JSON lines; ``--json`` writes them to a file. Run with
 ``.venv/bin/python bench/trainability.py --generator DIR --archs vgg-1000000 --probes
@@ -34,6 +37,8 @@ import torch
 from torch import nn
 
 import hyperinit
+from hyperinit.decoder import fan_in, matrix_shape
+from hyperinit.predict import he_weight
 from training import evaluate
 from training.trainer import participation_ratio
 
@@ -62,6 +67,19 @@ def _rownorm(w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     return w * scale.view(-1, *[1] * (w.dim() - 1))
 
 
+def _beyond(width: int, replace: Probe) -> Probe:
+    """``replace`` for weights wider than ``width`` in the decoder's view, else the prediction."""
+    def chosen(w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        return replace(w, d) if max(matrix_shape(tuple(w.shape))) > width else w
+    return chosen
+
+
+def _he(w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """He init shaped as ``w``, drawn from a generator the global (seeded) stream seeds."""
+    rng = torch.Generator().manual_seed(int(torch.randint(1 << 62, ())))
+    return he_weight(w, fan_in(tuple(w.shape)), rng)
+
+
 def probe(spec: str) -> Probe | str:
     """The weight probe named by ``spec``, or the name of a whole-model one."""
     kind, _, arg = spec.partition(":")
@@ -77,8 +95,12 @@ def probe(spec: str) -> Probe | str:
         return lambda w, d: w + float(arg) * d
     if kind == "lowrank" and arg:
         return lambda w, d: _like(_top(d, int(arg), flat=False), d)
+    if kind == "he-beyond" and arg:
+        return _beyond(int(arg), _he)
+    if kind == "default-beyond" and arg:
+        return _beyond(int(arg), lambda w, d: d)
     raise ValueError(f"unknown probe {spec!r}: expected predicted, default, rescale, rownorm, "
-                     "flat:R, add:C, lowrank:R, bn or head")
+                     "flat:R, add:C, lowrank:R, bn, head, he-beyond:N or default-beyond:N")
 
 
 def weights(model: nn.Module) -> dict[str, nn.Parameter]:

@@ -59,10 +59,24 @@ class PredictDefaults:
     names none (chosen per checkpoint on training-pool architectures; its card says how).
     ``orth`` says the weights were trained through ``hyperinit.predict.orthogonalize``, so
     their predictions are orthogonalized after the noise, every weight but the head.
+    ``max_width`` is the widest weight the generator predicts: a weight with a dimension
+    wider than that in the decoder's ``(out*kh, in*kw)`` view
+    (:func:`hyperinit.decoder.matrix_shape`) gets He init instead
+    (:func:`hyperinit.predict.he_weight`). None: every weight is predicted. A
+    generator's predictions beyond the widths it was trained on can train slower than
+    the default init; its card says what was measured.
     """
 
     noise: float = 0.0
     orth: bool = False
+    max_width: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_width is not None and (
+                isinstance(self.max_width, bool) or not isinstance(self.max_width, int)
+                or self.max_width < 1):
+            raise ValueError(f"max_width must be a whole number of at least 1, or null for "
+                             f"no limit; got {self.max_width!r}")
 
 
 class Described(Protocol):
@@ -167,11 +181,14 @@ class Generator(nn.Module):
     def id(self) -> str:
         """``name@revision`` for metadata, cache keys and evaluation rows: a folder's name
         and weights hash (:func:`folder_id`), a Hub ``hub:OWNER/NAME@SHA``, or the name it
-        was given; ``+orth`` if its predictions are orthogonalized (a default, not in the
-        weights), so the two are told apart."""
+        was given; ``+orth`` if its predictions are orthogonalized and ``+max_width=N`` if
+        it predicts weights up to width N only (defaults, not in the weights), so each
+        variant is told apart."""
         path = self.name_or_path
         base = folder_id(path) if path and Path(path).is_dir() else path or IN_MEMORY
-        return base + ("+orth" if self.defaults.orth else "")
+        width = self.defaults.max_width
+        return (base + ("+orth" if self.defaults.orth else "")
+                + (f"+max_width={width}" if width is not None else ""))
 
     # ----- files ----------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:

@@ -17,6 +17,7 @@ from torch import nn
 from graphs import ArchGraph
 
 from .catalog import GeneratorRef, load_generator
+from .decoder import fan_in, matrix_shape
 from .generator import Generator, TaskLike
 from .safetensors_io import DEFAULT_MAX_SHARD_SIZE, TensorInfo, check_target, write_state
 from .target import BN_STATS, Arch, Target, parse_dtype, reset_buffers, resolve_target
@@ -70,14 +71,42 @@ def _tensors(generator: Generator, graph: ArchGraph, seed: int, noise: float,
     sqrt(noise) * std(w) * eps``, then orthogonalized if the generator was trained so
     (``PredictDefaults.orth``).
 
-    The seed draws ``eps`` and whatever randomness the generator itself has (none for a
-    GHN, whose prediction is deterministic; the sampling noise of a diffusion generator).
+    Weights wider than the generator's ``max_width`` (:func:`too_wide`) get
+    :func:`he_weight` instead, with neither noise nor orthogonalization.
+
+    The seed draws ``eps``, the He-init weights and whatever randomness the generator
+    itself has (none for a GHN, whose prediction is deterministic; the sampling noise of a
+    diffusion generator).
     """
     roles = {p.name: p.role for p in graph.params}
     orth = orth_names(graph) if generator.defaults.orth else set()
+    wide = too_wide(graph, generator.defaults.max_width)
     rng = torch.Generator().manual_seed(int(seed))
     for name, tensor in generator.iter_tensors(graph, seed, task):
-        yield name, finish(tensor, roles[name], noise, rng, orth=name in orth, inplace=True)
+        if name in wide:
+            yield name, he_weight(tensor, wide[name], rng)
+        else:
+            yield name, finish(tensor, roles[name], noise, rng, orth=name in orth, inplace=True)
+
+
+def too_wide(graph: ArchGraph, max_width: int | None) -> dict[str, int]:
+    """``{name: fan_in}`` of the weights of ``graph`` with a dimension wider than
+    ``max_width`` in the decoder's view (:func:`hyperinit.decoder.matrix_shape`): those a
+    generator with that ``PredictDefaults.max_width`` leaves to He init."""
+    if max_width is None:
+        return {}
+    return {p.name: fan_in(p.out_in_shape) for p in graph.params
+            if p.role == "weight" and max(matrix_shape(p.out_in_shape) or (0,)) > max_width}
+
+
+def he_weight(like: torch.Tensor, fan: int, rng: torch.Generator) -> torch.Tensor:
+    """He (Kaiming-normal) init of a weight of fan-in ``fan``, shaped as ``like``:
+    ``N(0, 2 / fan_in)``, drawn on CPU from ``rng``. It is the init ReLU networks such as
+    torchvision's ResNets are built with; on ResNet-18 it trained ahead of PyTorch's
+    ``nn.Conv2d`` default, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, whose std is 2.4x
+    smaller (``docs/results/decoder-family.md``)."""
+    drawn = torch.randn(like.shape, generator=rng).mul_((2 / fan) ** 0.5)
+    return drawn.to(like.device, like.dtype)
 
 
 def finish(tensor: torch.Tensor, role: str, noise: float, rng: torch.Generator,
@@ -306,6 +335,8 @@ def metadata(target: Target, generator: Generator, seed: int, noise: float,
     an init made for a task, ``hyperinit.task`` (:meth:`InitTask.to_json`): what it is for.
     """
     named = {} if task is None else {"hyperinit.task": task.to_json()}
+    width = generator.defaults.max_width
+    named |= {} if width is None else {"hyperinit.max_width": str(width)}
     return {
         **tied_aliases(target.graph),
         "format": "pt",

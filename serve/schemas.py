@@ -105,10 +105,10 @@ class GeneratorInfo(BaseModel):
         description="The generator's network config (GHNConfig or DiffusionConfig).",
         examples=[{"hidden": 64, "layers": 3, "heads": 8, "rank": 32, "features": 512,
                   "decoder": "index"}])
-    defaults: dict[str, bool | int | float | str] = Field(
+    defaults: dict[str, bool | int | float | str | None] = Field(
         description="The checkpoint's prediction defaults (PredictDefaults): the noise a "
-                    "request without `noise` gets.",
-        examples=[{"noise": 0.5, "orth": False}])
+                    "request without `noise` gets, and the widest weight it predicts.",
+        examples=[{"noise": 0.5, "orth": False, "max_width": None}])
 
 
 class GeneratorList(BaseModel):

@@ -301,6 +301,45 @@ def test_noise_outside_zero_to_one_is_refused(tmp_path, ghn, noise):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_weights_wider_than_max_width_get_the_default_init(tmp_path, ghn):
+    """ResNet-18's layer3/4 kernels are 768 and 1,536 wide in the decoder's view: with
+    ``max_width=512`` they get He init, the rest is the prediction."""
+    narrow = hyperinit.GraphHyperNetwork(TINY, hyperinit.PredictDefaults(max_width=512))
+    narrow.load_state_dict(ghn.state_dict())
+    narrow.eval().save_pretrained(tmp_path / "gen")
+    loaded = hyperinit.load_generator(tmp_path / "gen")
+    assert loaded.defaults.max_width == 512 and loaded.id.endswith("+max_width=512")
+    full = hyperinit.predict_state_dict("torchvision:resnet18", ghn, num_classes=10)
+    mixed = hyperinit.predict_state_dict("torchvision:resnet18", loaded, num_classes=10)
+    wide = {k for k, v in full.items() if v.dim() == 4 and max(matrix_shape(v.shape)) > 512}
+    assert wide and "layer4.1.conv2.weight" in wide and "layer2.1.conv2.weight" not in wide
+    for name, value in mixed.items():
+        if name in wide:
+            he = (2 / value[0].numel()) ** 0.5
+            assert value.mean().abs() < 0.02 * he and not torch.equal(value, full[name])
+            assert value.std().item() == pytest.approx(he, rel=0.02), name
+        else:
+            assert torch.equal(value, full[name]), name
+    other_seed = hyperinit.predict_state_dict("torchvision:resnet18", loaded, num_classes=10,
+                                              seed=1)
+    assert not torch.equal(other_seed["layer4.1.conv2.weight"], mixed["layer4.1.conv2.weight"])
+    [path] = hyperinit.save_init("torchvision:resnet18", tmp_path / "i.safetensors", loaded,
+                                 num_classes=10)
+    with safe_open(path, "pt") as f:
+        assert f.metadata()["hyperinit.max_width"] == "512"
+        assert f.metadata()["hyperinit.generator"].endswith("+max_width=512")
+
+
+@pytest.mark.parametrize("width", [0, 2.5, "wide", True])
+def test_a_bad_max_width_in_config_json_is_refused(tmp_path, ghn, width):
+    ghn.save_pretrained(tmp_path / "gen")
+    config = json.loads((tmp_path / "gen" / "config.json").read_text())
+    config["defaults"]["max_width"] = width
+    (tmp_path / "gen" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(hyperinit.CheckpointError, match="max_width must be a whole number"):
+        hyperinit.load_generator(tmp_path / "gen")
+
+
 def test_save_load_round_trip_and_metadata(tmp_path, ghn):
     path = tmp_path / "init.safetensors"
     [written] = hyperinit.save_init("torchvision:resnet18", path, ghn, seed=3, num_classes=10)
