@@ -20,7 +20,10 @@ every weight of two or more dimensions but the head, in the ``(out, in * kh * kw
   the decoder's ``(out*kh, in*kw)`` view replaced by He init (what a generator with
   ``PredictDefaults.max_width`` N gives), or by the default init.
 
-Rows are JSON lines; ``--json`` writes them to a file. Run with
+Architectures are held-out names (``vgg-1000000``, ``resnet18-cifar``) or specs with 10
+classes (``torchvision:resnet18``). ``--train-samples 5000 --test-samples 1000 --batch-size
+64 --ks 0 30`` is the recipe of ``hyperinit predict --compare 30``, the README's first
+command. Rows are JSON lines; ``--json`` writes them to a file. Run with
 ``.venv/bin/python bench/trainability.py --generator DIR --archs vgg-1000000 --probes
 predicted default flat:32 add:1 lowrank:32``.
 """
@@ -36,10 +39,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import graphs
 import hyperinit
 from hyperinit.decoder import fan_in, matrix_shape
 from hyperinit.predict import he_weight
-from training import evaluate
+from training import evaluate, samplers
 from training.trainer import participation_ratio
 
 Probe = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (predicted, default) -> init
@@ -133,6 +137,17 @@ def apply(spec: str, predicted: nn.Module, default: nn.Module) -> nn.Module:
     return model
 
 
+def architectures(cfg: evaluate.EvalConfig, names: list[str]) -> list[samplers.HeldOut]:
+    """Held-out entries for held-out names, 10-class builds for specs (``source:name``)."""
+    held = [n for n in names if ":" not in n]
+    by_name = {e.name: e for e in evaluate.select_archs(
+        evaluate.EvalConfig(**{**cfg.to_dict(), "archs": held}))} if held else {}
+    specs = {n: graphs.resolve(n, num_classes=10) for n in names if ":" in n}
+    return [by_name[n] if n in by_name
+            else samplers.HeldOut(n, lambda spec=specs[n]: spec.build(meta=False), "image")
+            for n in names]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--generator", required=True, help="generator folder or shipped name")
@@ -141,14 +156,17 @@ def main() -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=[0, 200])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=None)
+    parser.add_argument("--train-samples", type=int, default=20000)
+    parser.add_argument("--test-samples", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--json", default=None, help="write the rows to this file")
     args = parser.parse_args()
     for spec in args.probes:
         probe(spec)  # refuse a bad name before any work
     cfg = evaluate.EvalConfig(task="image", data=args.data, ks=tuple(args.ks), device="cpu",
-                              train_samples=20000, test_samples=2000, seeds=(args.seed,))
-    entries = evaluate.select_archs(evaluate.EvalConfig(**{**cfg.to_dict(),
-                                                           "archs": args.archs}))
+                              train_samples=args.train_samples, test_samples=args.test_samples,
+                              batch_size=args.batch_size, seeds=(args.seed,))
+    entries = architectures(cfg, args.archs)
     eval_data = evaluate.EvalData(cfg, torch.device("cpu"))
     generator = hyperinit.load_generator(args.generator)
     rows = []

@@ -101,10 +101,9 @@ def too_wide(graph: ArchGraph, max_width: int | None) -> dict[str, int]:
 
 def he_weight(like: torch.Tensor, fan: int, rng: torch.Generator) -> torch.Tensor:
     """He (Kaiming-normal) init of a weight of fan-in ``fan``, shaped as ``like``:
-    ``N(0, 2 / fan_in)``, drawn on CPU from ``rng``. It is the init ReLU networks such as
-    torchvision's ResNets are built with; on ResNet-18 it trained ahead of PyTorch's
-    ``nn.Conv2d`` default, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, whose std is 2.4x
-    smaller (``docs/results/decoder-family.md``)."""
+    ``N(0, 2 / fan_in)``, drawn on CPU from ``rng``: the init of ReLU networks (He et al.,
+    2015). In ResNet-18's wide layers it trained ahead of torchvision's own fan-out init
+    (``docs/results/decoder-family.md``)."""
     drawn = torch.randn(like.shape, generator=rng).mul_((2 / fan) ** 0.5)
     return drawn.to(like.device, like.dtype)
 
