@@ -80,7 +80,8 @@ SHIPPED_GHNS = [name for name in hyperinit.list_generators() if name.startswith(
 def test_the_shipped_generators_are_there():
     assert {"ghn-cifar10", "ghn-shakespeare"} <= set(SHIPPED_GHNS)
     assert default_generator() == "ghn-cifar10"
-    assert hyperinit.load_generator("ghn-cifar10").defaults.noise == 0.5  # from its config.json
+    shipped = hyperinit.load_generator("ghn-cifar10").defaults  # from its config.json
+    assert shipped.noise == 0.0 and shipped.max_width == 512
 
 
 def test_the_shipped_generators_are_package_data():
@@ -528,8 +529,8 @@ def test_the_kind_in_config_json_picks_the_class(tmp_path, ghn):
 
 
 def test_a_generator_folder_without_config_json_is_refused(tmp_path):
-    """Its weights alone would load with default settings: ghn-cifar10 would predict with
-    noise 0 instead of its 0.5."""
+    """Its weights alone would load with default settings: ghn-cifar10 would predict its
+    weights wider than 512 instead of leaving them to He init."""
     folder = tmp_path / "ghn"
     shutil.copytree(SHIPPED / "ghn-cifar10", folder)
     (folder / "config.json").unlink()
