@@ -97,6 +97,12 @@ def test_the_shipped_generators_are_package_data():
     assert files and all(any(fnmatch(f, pattern) for pattern in patterns) for f in files)
 
 
+def test_every_shipped_checkpoint_is_at_most_25_mb():
+    """The project's limit for a shipped generator's weights (a wheel carries them all)."""
+    sizes = {p.parent.name: p.stat().st_size for p in SHIPPED.glob("*/model.safetensors")}
+    assert sizes and all(size <= 25 * 2**20 for size in sizes.values()), sizes
+
+
 @pytest.fixture(scope="module", params=SHIPPED_GHNS)
 def shipped(request) -> hyperinit.GraphHyperNetwork:
     return hyperinit.load_generator(request.param)
