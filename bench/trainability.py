@@ -41,8 +41,8 @@ from torch import nn
 
 import graphs
 import hyperinit
-from hyperinit.decoder import fan_in, matrix_shape
-from hyperinit.predict import he_weight
+from hyperinit.decoder import fan_in
+from hyperinit.predict import he_weight, wider_than
 from training import evaluate, samplers
 from training.trainer import participation_ratio
 
@@ -74,7 +74,7 @@ def _rownorm(w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 def _beyond(width: int, replace: Probe) -> Probe:
     """``replace`` for weights wider than ``width`` in the decoder's view, else the prediction."""
     def chosen(w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        return replace(w, d) if max(matrix_shape(tuple(w.shape))) > width else w
+        return replace(w, d) if wider_than(tuple(w.shape), width) else w
     return chosen
 
 

@@ -96,7 +96,13 @@ def too_wide(graph: ArchGraph, max_width: int | None) -> dict[str, int]:
     if max_width is None:
         return {}
     return {p.name: fan_in(p.out_in_shape) for p in graph.params
-            if p.role == "weight" and max(matrix_shape(p.out_in_shape) or (0,)) > max_width}
+            if p.role == "weight" and wider_than(p.out_in_shape, max_width)}
+
+
+def wider_than(shape: tuple[int, ...], width: int) -> bool:
+    """Whether a tensor of ``shape`` (``(out, in, ...)``) has a dimension wider than
+    ``width`` in the decoder's view (:func:`hyperinit.decoder.matrix_shape`)."""
+    return max(matrix_shape(shape) or (0,)) > width
 
 
 def he_weight(like: torch.Tensor, fan: int, rng: torch.Generator) -> torch.Tensor:
