@@ -16,9 +16,9 @@ every weight of two or more dimensions but the head, in the ``(out, in * kh * kw
 * ``lowrank:R`` — the default init truncated to rank R (what rank alone costs);
 * ``bn``, ``head`` — the prediction with the BatchNorm affine parameters, or the head, of the
   default init;
-* ``he-beyond:N``, ``default-beyond:N`` — the prediction with every weight wider than N in
-  the decoder's ``(out*kh, in*kw)`` view replaced by He init (what a generator with
-  ``PredictDefaults.max_width`` N gives), or by the default init.
+* ``he-above:N``, ``default-above:N`` — the prediction with every weight of more than N
+  values replaced by He init (what a generator with ``PredictDefaults.max_numel`` N gives),
+  or by the default init.
 
 Architectures are held-out names (``vgg-1000000``, ``resnet18-cifar``) or specs with 10
 classes (``torchvision:resnet18``). ``--train-samples 5000 --test-samples 1000 --batch-size
@@ -42,7 +42,7 @@ from torch import nn
 import graphs
 import hyperinit
 from hyperinit.decoder import fan_in
-from hyperinit.predict import he_weight, wider_than
+from hyperinit.predict import he_weight
 from training import evaluate, samplers
 from training.trainer import participation_ratio
 
@@ -71,10 +71,10 @@ def _rownorm(w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     return w * scale.view(-1, *[1] * (w.dim() - 1))
 
 
-def _beyond(width: int, replace: Probe) -> Probe:
-    """``replace`` for weights wider than ``width`` in the decoder's view, else the prediction."""
+def _above(numel: int, replace: Probe) -> Probe:
+    """``replace`` for weights of more than ``numel`` values, else the prediction."""
     def chosen(w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        return replace(w, d) if wider_than(tuple(w.shape), width) else w
+        return replace(w, d) if w.numel() > numel else w
     return chosen
 
 
@@ -99,12 +99,12 @@ def probe(spec: str) -> Probe | str:
         return lambda w, d: w + float(arg) * d
     if kind == "lowrank" and arg:
         return lambda w, d: _like(_top(d, int(arg), flat=False), d)
-    if kind == "he-beyond" and arg:
-        return _beyond(int(arg), _he)
-    if kind == "default-beyond" and arg:
-        return _beyond(int(arg), lambda w, d: d)
+    if kind == "he-above" and arg:
+        return _above(int(arg), _he)
+    if kind == "default-above" and arg:
+        return _above(int(arg), lambda w, d: d)
     raise ValueError(f"unknown probe {spec!r}: expected predicted, default, rescale, rownorm, "
-                     "flat:R, add:C, lowrank:R, bn, head, he-beyond:N or default-beyond:N")
+                     "flat:R, add:C, lowrank:R, bn, head, he-above:N or default-above:N")
 
 
 def weights(model: nn.Module) -> dict[str, nn.Parameter]:

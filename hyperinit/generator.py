@@ -59,24 +59,23 @@ class PredictDefaults:
     names none (chosen per checkpoint on training-pool architectures; its card says how).
     ``orth`` says the weights were trained through ``hyperinit.predict.orthogonalize``, so
     their predictions are orthogonalized after the noise, every weight but the head.
-    ``max_width`` is the widest weight the generator predicts: a weight with a dimension
-    wider than that in the decoder's ``(out*kh, in*kw)`` view
-    (:func:`hyperinit.decoder.matrix_shape`) gets He init instead
-    (:func:`hyperinit.predict.he_weight`). None: every weight is predicted. A
-    generator's predictions beyond the widths it was trained on can train slower than
-    the default init; its card says what was measured.
+    ``max_numel`` is the largest weight the generator predicts: a weight with more values
+    than that gets He init instead (:func:`hyperinit.predict.he_weight`). None: every
+    weight is predicted. Predictions for weights larger than nearly all those a generator
+    was trained on can train slower than the default init; its card says what was
+    measured and how the limit was chosen.
     """
 
     noise: float = 0.0
     orth: bool = False
-    max_width: int | None = None
+    max_numel: int | None = None
 
     def __post_init__(self) -> None:
-        if self.max_width is not None and (
-                isinstance(self.max_width, bool) or not isinstance(self.max_width, int)
-                or self.max_width < 1):
-            raise ValueError(f"max_width must be a whole number of at least 1, or null for "
-                             f"no limit; got {self.max_width!r}")
+        if self.max_numel is not None and (
+                isinstance(self.max_numel, bool) or not isinstance(self.max_numel, int)
+                or self.max_numel < 1):
+            raise ValueError(f"max_numel must be a whole number of at least 1, or null for "
+                             f"no limit; got {self.max_numel!r}")
 
 
 class Described(Protocol):
@@ -181,14 +180,14 @@ class Generator(nn.Module):
     def id(self) -> str:
         """``name@revision`` for metadata, cache keys and evaluation rows: a folder's name
         and weights hash (:func:`folder_id`), a Hub ``hub:OWNER/NAME@SHA``, or the name it
-        was given; ``+orth`` if its predictions are orthogonalized and ``+max_width=N`` if
-        it predicts weights up to width N only (defaults, not in the weights), so each
+        was given; ``+orth`` if its predictions are orthogonalized and ``+max_numel=N`` if
+        it predicts weights of up to N values only (defaults, not in the weights), so each
         variant is told apart."""
         path = self.name_or_path
         base = folder_id(path) if path and Path(path).is_dir() else path or IN_MEMORY
-        width = self.defaults.max_width
+        numel = self.defaults.max_numel
         return (base + ("+orth" if self.defaults.orth else "")
-                + (f"+max_width={width}" if width is not None else ""))
+                + (f"+max_numel={numel}" if numel is not None else ""))
 
     # ----- files ----------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:

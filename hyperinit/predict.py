@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from torch import nn
 from graphs import ArchGraph
 
 from .catalog import GeneratorRef, load_generator
-from .decoder import fan_in, matrix_shape
+from .decoder import fan_in
 from .generator import Generator, TaskLike
 from .safetensors_io import DEFAULT_MAX_SHARD_SIZE, TensorInfo, check_target, write_state
 from .target import BN_STATS, Arch, Target, parse_dtype, reset_buffers, resolve_target
@@ -71,7 +72,7 @@ def _tensors(generator: Generator, graph: ArchGraph, seed: int, noise: float,
     sqrt(noise) * std(w) * eps``, then orthogonalized if the generator was trained so
     (``PredictDefaults.orth``).
 
-    Weights wider than the generator's ``max_width`` (:func:`too_wide`) get
+    Weights larger than the generator's ``max_numel`` (:func:`too_large`) get
     :func:`he_weight` instead, with neither noise nor orthogonalization.
 
     The seed draws ``eps``, the He-init weights and whatever randomness the generator
@@ -80,7 +81,7 @@ def _tensors(generator: Generator, graph: ArchGraph, seed: int, noise: float,
     """
     roles = {p.name: p.role for p in graph.params}
     orth = orth_names(graph) if generator.defaults.orth else set()
-    wide = too_wide(graph, generator.defaults.max_width)
+    wide = too_large(graph, generator.defaults.max_numel)
     rng = torch.Generator().manual_seed(int(seed))
     for name, tensor in generator.iter_tensors(graph, seed, task):
         if name in wide:
@@ -89,20 +90,13 @@ def _tensors(generator: Generator, graph: ArchGraph, seed: int, noise: float,
             yield name, finish(tensor, roles[name], noise, rng, orth=name in orth, inplace=True)
 
 
-def too_wide(graph: ArchGraph, max_width: int | None) -> dict[str, int]:
-    """``{name: fan_in}`` of the weights of ``graph`` with a dimension wider than
-    ``max_width`` in the decoder's view (:func:`hyperinit.decoder.matrix_shape`): those a
-    generator with that ``PredictDefaults.max_width`` leaves to He init."""
-    if max_width is None:
+def too_large(graph: ArchGraph, max_numel: int | None) -> dict[str, int]:
+    """``{name: fan_in}`` of the weights of ``graph`` with more than ``max_numel`` values:
+    those a generator with that ``PredictDefaults.max_numel`` leaves to He init."""
+    if max_numel is None:
         return {}
     return {p.name: fan_in(p.out_in_shape) for p in graph.params
-            if p.role == "weight" and wider_than(p.out_in_shape, max_width)}
-
-
-def wider_than(shape: tuple[int, ...], width: int) -> bool:
-    """Whether a tensor of ``shape`` (``(out, in, ...)``) has a dimension wider than
-    ``width`` in the decoder's view (:func:`hyperinit.decoder.matrix_shape`)."""
-    return max(matrix_shape(shape) or (0,)) > width
+            if p.role == "weight" and math.prod(p.out_in_shape) > max_numel}
 
 
 def he_weight(like: torch.Tensor, fan: int, rng: torch.Generator) -> torch.Tensor:
@@ -340,8 +334,8 @@ def metadata(target: Target, generator: Generator, seed: int, noise: float,
     an init made for a task, ``hyperinit.task`` (:meth:`InitTask.to_json`): what it is for.
     """
     named = {} if task is None else {"hyperinit.task": task.to_json()}
-    width = generator.defaults.max_width
-    named |= {} if width is None else {"hyperinit.max_width": str(width)}
+    numel = generator.defaults.max_numel
+    named |= {} if numel is None else {"hyperinit.max_numel": str(numel)}
     return {
         **tied_aliases(target.graph),
         "format": "pt",

@@ -107,8 +107,8 @@ class GeneratorInfo(BaseModel):
                   "decoder": "index"}])
     defaults: dict[str, bool | int | float | str | None] = Field(
         description="The checkpoint's prediction defaults (PredictDefaults): the noise a "
-                    "request without `noise` gets, and the widest weight it predicts.",
-        examples=[{"noise": 0.5, "orth": False, "max_width": None}])
+                    "request without `noise` gets, and the largest weight it predicts.",
+        examples=[{"noise": 0.5, "orth": False, "max_numel": None}])
 
 
 class GeneratorList(BaseModel):

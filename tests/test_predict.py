@@ -81,7 +81,7 @@ def test_the_shipped_generators_are_there():
     assert {"ghn-cifar10", "ghn-shakespeare"} <= set(SHIPPED_GHNS)
     assert default_generator() == "ghn-cifar10"
     shipped = hyperinit.load_generator("ghn-cifar10").defaults  # from its config.json
-    assert shipped.noise == 0.0 and shipped.max_width == 512
+    assert shipped.noise == 0.0 and shipped.max_numel == 512 * 512
 
 
 def test_the_shipped_generators_are_package_data():
@@ -308,20 +308,21 @@ def test_noise_outside_zero_to_one_is_refused(tmp_path, ghn, noise):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_weights_wider_than_max_width_get_the_default_init(tmp_path, ghn):
-    """ResNet-18's layer3/4 kernels are 768 and 1,536 wide in the decoder's view: with
-    ``max_width=512`` they get He init, the rest is the prediction."""
-    narrow = hyperinit.GraphHyperNetwork(TINY, hyperinit.PredictDefaults(max_width=512))
-    narrow.load_state_dict(ghn.state_dict())
-    narrow.eval().save_pretrained(tmp_path / "gen")
+def test_weights_larger_than_max_numel_get_he_init(tmp_path, ghn):
+    """ResNet-18's layer3/4 kernels hold 294,912 to 2,359,296 values: with
+    ``max_numel=512*512`` they get He init, the rest is the prediction."""
+    limited = hyperinit.GraphHyperNetwork(TINY, hyperinit.PredictDefaults(max_numel=512 * 512))
+    limited.load_state_dict(ghn.state_dict())
+    limited.eval().save_pretrained(tmp_path / "gen")
     loaded = hyperinit.load_generator(tmp_path / "gen")
-    assert loaded.defaults.max_width == 512 and loaded.id.endswith("+max_width=512")
+    assert loaded.defaults.max_numel == 262144 and loaded.id.endswith("+max_numel=262144")
     full = hyperinit.predict_state_dict("torchvision:resnet18", ghn, num_classes=10)
     mixed = hyperinit.predict_state_dict("torchvision:resnet18", loaded, num_classes=10)
-    wide = {k for k, v in full.items() if v.dim() == 4 and max(matrix_shape(v.shape)) > 512}
-    assert wide and "layer4.1.conv2.weight" in wide and "layer2.1.conv2.weight" not in wide
+    large = {k for k, v in full.items() if v.numel() > 512 * 512}
+    assert large == {f"layer{i}.{block}.conv{j}.weight"
+                     for i in (3, 4) for block in (0, 1) for j in (1, 2)}
     for name, value in mixed.items():
-        if name in wide:
+        if name in large:
             he = (2 / value[0].numel()) ** 0.5
             assert value.mean().abs() < 0.02 * he and not torch.equal(value, full[name])
             assert value.std().item() == pytest.approx(he, rel=0.02), name
@@ -333,17 +334,17 @@ def test_weights_wider_than_max_width_get_the_default_init(tmp_path, ghn):
     [path] = hyperinit.save_init("torchvision:resnet18", tmp_path / "i.safetensors", loaded,
                                  num_classes=10)
     with safe_open(path, "pt") as f:
-        assert f.metadata()["hyperinit.max_width"] == "512"
-        assert f.metadata()["hyperinit.generator"].endswith("+max_width=512")
+        assert f.metadata()["hyperinit.max_numel"] == "262144"
+        assert f.metadata()["hyperinit.generator"].endswith("+max_numel=262144")
 
 
-@pytest.mark.parametrize("width", [0, 2.5, "wide", True])
-def test_a_bad_max_width_in_config_json_is_refused(tmp_path, ghn, width):
+@pytest.mark.parametrize("numel", [0, 2.5, "wide", True])
+def test_a_bad_max_numel_in_config_json_is_refused(tmp_path, ghn, numel):
     ghn.save_pretrained(tmp_path / "gen")
     config = json.loads((tmp_path / "gen" / "config.json").read_text())
-    config["defaults"]["max_width"] = width
+    config["defaults"]["max_numel"] = numel
     (tmp_path / "gen" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(hyperinit.CheckpointError, match="max_width must be a whole number"):
+    with pytest.raises(hyperinit.CheckpointError, match="max_numel must be a whole number"):
         hyperinit.load_generator(tmp_path / "gen")
 
 
