@@ -81,11 +81,11 @@ def _tensors(generator: Generator, graph: ArchGraph, seed: int, noise: float,
     """
     roles = {p.name: p.role for p in graph.params}
     orth = orth_names(graph) if generator.defaults.orth else set()
-    wide = too_large(graph, generator.defaults.max_numel)
+    large = too_large(graph, generator.defaults.max_numel)
     rng = torch.Generator().manual_seed(int(seed))
     for name, tensor in generator.iter_tensors(graph, seed, task):
-        if name in wide:
-            yield name, he_weight(tensor, wide[name], rng)
+        if name in large:
+            yield name, he_weight(tensor, large[name], rng)
         else:
             yield name, finish(tensor, roles[name], noise, rng, orth=name in orth, inplace=True)
 
@@ -102,7 +102,7 @@ def too_large(graph: ArchGraph, max_numel: int | None) -> dict[str, int]:
 def he_weight(like: torch.Tensor, fan: int, rng: torch.Generator) -> torch.Tensor:
     """He (Kaiming-normal) init of a weight of fan-in ``fan``, shaped as ``like``:
     ``N(0, 2 / fan_in)``, drawn on CPU from ``rng``: the init of ReLU networks (He et al.,
-    2015). In ResNet-18's wide layers it trained ahead of torchvision's own fan-out init
+    2015). In ResNet-18's layer3/layer4 kernels it trained ahead of torchvision's own fan-out init
     (``docs/results/decoder-family.md``)."""
     drawn = torch.randn(like.shape, generator=rng).mul_((2 / fan) ** 0.5)
     return drawn.to(like.device, like.dtype)
