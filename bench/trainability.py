@@ -9,6 +9,10 @@ every weight of two or more dimensions but the head, in the ``(out, in * kh * kw
 
 * ``predicted``, ``default`` — the two inits themselves;
 * ``rescale`` — the prediction scaled to the default init's std;
+* ``spectral:G`` — the prediction scaled down (never up) to a largest singular value (the
+  gain a layer can apply to its input) of at most G times the default init's
+  (``hyperinit.predict.cap_gain``, what a generator with ``PredictDefaults.max_gain`` G
+  gives);
 * ``rownorm`` — every output row of the prediction scaled to the default's mean row norm
   (a no-op for the function where BatchNorm follows);
 * ``flat:R`` — the prediction's top R singular directions, all with one singular value;
@@ -42,7 +46,7 @@ from torch import nn
 import graphs
 import hyperinit
 from hyperinit.decoder import fan_in
-from hyperinit.predict import he_weight
+from hyperinit.predict import cap_gain, he_weight
 from training import evaluate, samplers
 from training.trainer import participation_ratio
 
@@ -91,6 +95,8 @@ def probe(spec: str) -> Probe | str:
         return spec
     if spec == "rescale":
         return _like
+    if kind == "spectral" and arg:
+        return lambda w, d: cap_gain(w.clone(), float(arg))
     if spec == "rownorm":
         return _rownorm
     if kind == "flat" and arg:
@@ -103,8 +109,9 @@ def probe(spec: str) -> Probe | str:
         return _above(int(arg), _he)
     if kind == "default-above" and arg:
         return _above(int(arg), lambda w, d: d)
-    raise ValueError(f"unknown probe {spec!r}: expected predicted, default, rescale, rownorm, "
-                     "flat:R, add:C, lowrank:R, bn, head, he-above:N or default-above:N")
+    raise ValueError(f"unknown probe {spec!r}: expected predicted, default, rescale, spectral:G, "
+                     "rownorm, flat:R, add:C, lowrank:R, bn, head, he-above:N or "
+                     "default-above:N")
 
 
 def weights(model: nn.Module) -> dict[str, nn.Parameter]:

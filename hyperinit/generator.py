@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -64,11 +65,18 @@ class PredictDefaults:
     weight is predicted. Predictions for weights larger than nearly all those a generator
     was trained on can train slower than the default init; its card says what was
     measured and how the limit was chosen.
+    ``max_gain`` caps how much a layer can amplify its input: every weight of two or more
+    dimensions but the head is scaled down (never up) until its largest singular value is
+    at most ``max_gain`` times that of PyTorch's default init of its shape
+    (:func:`hyperinit.predict.cap_gain`). A network without normalization layers whose
+    layers each amplify a little more than the default's diverges under a learning rate
+    the default init trains with. None: no cap.
     """
 
     noise: float = 0.0
     orth: bool = False
     max_numel: int | None = None
+    max_gain: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_numel is not None and (
@@ -76,6 +84,17 @@ class PredictDefaults:
                 or self.max_numel < 1):
             raise ValueError(f"max_numel must be a whole number of at least 1, or null for "
                              f"no limit; got {self.max_numel!r}")
+        if self.max_gain is not None and (
+                isinstance(self.max_gain, bool) or not isinstance(self.max_gain, int | float)
+                or not math.isfinite(self.max_gain) or self.max_gain <= 0):
+            raise ValueError(f"max_gain must be a number above 0, or null for no cap; got "
+                             f"{self.max_gain!r}")
+
+    def limits(self) -> dict[str, int | float]:
+        """The limits that are set, ``max_numel`` and ``max_gain``, by name: what an init's
+        metadata and the generator's id record of them."""
+        return {key: value for key, value in (("max_numel", self.max_numel),
+                                              ("max_gain", self.max_gain)) if value is not None}
 
 
 class Described(Protocol):
@@ -180,14 +199,13 @@ class Generator(nn.Module):
     def id(self) -> str:
         """``name@revision`` for metadata, cache keys and evaluation rows: a folder's name
         and weights hash (:func:`folder_id`), a Hub ``hub:OWNER/NAME@SHA``, or the name it
-        was given; ``+orth`` if its predictions are orthogonalized and ``+max_numel=N`` if
-        it predicts weights of up to N values only (defaults, not in the weights), so each
-        variant is told apart."""
+        was given; ``+orth`` if its predictions are orthogonalized, ``+max_numel=N`` if it
+        predicts weights of up to N values only and ``+max_gain=G`` if their gain is capped
+        (defaults, not in the weights), so each variant is told apart."""
         path = self.name_or_path
         base = folder_id(path) if path and Path(path).is_dir() else path or IN_MEMORY
-        numel = self.defaults.max_numel
         return (base + ("+orth" if self.defaults.orth else "")
-                + (f"+max_numel={numel}" if numel is not None else ""))
+                + "".join(f"+{key}={value}" for key, value in self.defaults.limits().items()))
 
     # ----- files ----------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:

@@ -73,7 +73,9 @@ def _tensors(generator: Generator, graph: ArchGraph, seed: int, noise: float,
     (``PredictDefaults.orth``).
 
     Weights larger than the generator's ``max_numel`` (:func:`too_large`) get
-    :func:`he_weight` instead, with neither noise nor orthogonalization.
+    :func:`he_weight` instead, with neither noise nor orthogonalization. Last, with a
+    ``max_gain``, every weight but the head, predicted or He init, is capped
+    (:func:`cap_gain`).
 
     The seed draws ``eps``, the He-init weights and whatever randomness the generator
     itself has (none for a GHN, whose prediction is deterministic; the sampling noise of a
@@ -82,12 +84,15 @@ def _tensors(generator: Generator, graph: ArchGraph, seed: int, noise: float,
     roles = {p.name: p.role for p in graph.params}
     orth = orth_names(graph) if generator.defaults.orth else set()
     large = too_large(graph, generator.defaults.max_numel)
+    max_gain = generator.defaults.max_gain
+    capped = orth_names(graph) if max_gain is not None else set()
     rng = torch.Generator().manual_seed(int(seed))
     for name, tensor in generator.iter_tensors(graph, seed, task):
         if name in large:
-            yield name, he_weight(tensor, large[name], rng)
+            tensor = he_weight(tensor, large[name], rng)
         else:
-            yield name, finish(tensor, roles[name], noise, rng, orth=name in orth, inplace=True)
+            tensor = finish(tensor, roles[name], noise, rng, orth=name in orth, inplace=True)
+        yield name, cap_gain(tensor, max_gain) if name in capped else tensor
 
 
 def too_large(graph: ArchGraph, max_numel: int | None) -> dict[str, int]:
@@ -106,6 +111,23 @@ def he_weight(like: torch.Tensor, fan: int, rng: torch.Generator) -> torch.Tenso
     (``docs/results/decoder-family.md``)."""
     drawn = torch.randn(like.shape, generator=rng).mul_((2 / fan) ** 0.5)
     return drawn.to(like.device, like.dtype)
+
+
+def default_gain(out: int, fan: int) -> float:
+    """The largest singular value of PyTorch's default init of an ``(out, fan)`` weight,
+    ``U(-1/sqrt(fan), 1/sqrt(fan))`` (``nn.Linear``, ``nn.Conv*``), to leading order:
+    ``std * (sqrt(out) + sqrt(fan))`` with ``std = 1 / sqrt(3 * fan)`` (Bai & Yin, 1988)."""
+    return (out ** 0.5 + fan ** 0.5) / (3 * fan) ** 0.5
+
+
+def cap_gain(weight: torch.Tensor, max_gain: float) -> torch.Tensor:
+    """``weight`` scaled down in place, if need be, so its largest singular value in the ``(out,
+    in * kh * kw)`` view is at most ``max_gain`` times :func:`default_gain` of that shape
+    (``PredictDefaults.max_gain``)."""
+    matrix = weight.detach().flatten(1).float()
+    gain = float(torch.linalg.matrix_norm(matrix, 2))
+    limit = max_gain * default_gain(*matrix.shape)
+    return weight.mul_(limit / gain) if gain > limit else weight
 
 
 def finish(tensor: torch.Tensor, role: str, noise: float, rng: torch.Generator,
@@ -334,8 +356,7 @@ def metadata(target: Target, generator: Generator, seed: int, noise: float,
     an init made for a task, ``hyperinit.task`` (:meth:`InitTask.to_json`): what it is for.
     """
     named = {} if task is None else {"hyperinit.task": task.to_json()}
-    numel = generator.defaults.max_numel
-    named |= {} if numel is None else {"hyperinit.max_numel": str(numel)}
+    named |= {f"hyperinit.{key}": str(value) for key, value in generator.defaults.limits().items()}
     return {
         **tied_aliases(target.graph),
         "format": "pt",

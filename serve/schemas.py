@@ -107,8 +107,9 @@ class GeneratorInfo(BaseModel):
                   "decoder": "index"}])
     defaults: dict[str, bool | int | float | str | None] = Field(
         description="The checkpoint's prediction defaults (PredictDefaults): the noise a "
-                    "request without `noise` gets, and the largest weight it predicts.",
-        examples=[{"noise": 0.5, "orth": False, "max_numel": None}])
+                    "request without `noise` gets, the largest weight it predicts and the "
+                    "cap on each weight's gain.",
+        examples=[{"noise": 0.5, "orth": False, "max_numel": None, "max_gain": None}])
 
 
 class GeneratorList(BaseModel):

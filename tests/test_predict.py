@@ -23,7 +23,7 @@ import graphs
 import hyperinit
 from hyperinit.catalog import SHIPPED, default_generator
 from hyperinit.decoder import matrix_shape, normalized_product
-from hyperinit.predict import NOISE_CHUNK, add_noise, orth_names, orthogonalize
+from hyperinit.predict import NOISE_CHUNK, add_noise, default_gain, orth_names, orthogonalize
 
 TINY = hyperinit.GHNConfig(hidden=16, layers=1, heads=2, rank=4, features=8)
 # One or two of each family; the slow tier runs all 80 torchvision classifiers with each
@@ -336,6 +336,60 @@ def test_weights_larger_than_max_numel_get_he_init(tmp_path, ghn):
     with safe_open(path, "pt") as f:
         assert f.metadata()["hyperinit.max_numel"] == "262144"
         assert f.metadata()["hyperinit.generator"].endswith("+max_numel=262144")
+
+
+def test_default_gain_is_the_largest_singular_value_of_the_default_init():
+    """To leading order: within 12% of the measured value even for a 64 x 27 kernel."""
+    torch.manual_seed(0)
+    for shape in [(128, 128, 3, 3), (64, 3, 3, 3), (10, 512), (512, 512)]:
+        conv = torch.nn.Conv2d(shape[1], shape[0], 3) if len(shape) == 4 else None
+        weight = conv.weight if conv else torch.nn.Linear(shape[1], shape[0]).weight
+        matrix = weight.detach().flatten(1)
+        measured = float(torch.linalg.matrix_norm(matrix, 2))
+        assert default_gain(*matrix.shape) == pytest.approx(measured, rel=0.12), shape
+
+
+def test_max_gain_caps_every_weight_but_the_head(tmp_path, ghn):
+    """With ``max_gain`` G every weight but the head is scaled down to a largest singular
+    value of at most G times the default init's; weights below that and the head are the
+    prediction itself."""
+    capped = hyperinit.GraphHyperNetwork(TINY, hyperinit.PredictDefaults(max_gain=0.5))
+    capped.load_state_dict(ghn.state_dict())
+    capped.eval().save_pretrained(tmp_path / "gen")
+    loaded = hyperinit.load_generator(tmp_path / "gen")
+    assert loaded.defaults.max_gain == 0.5 and loaded.id.endswith("+max_gain=0.5")
+    spec = "torchvision:resnet18"
+    full = hyperinit.predict_state_dict(spec, ghn, num_classes=10)
+    limited = hyperinit.predict_state_dict(spec, loaded, num_classes=10)
+    scaled = 0
+    for name, value in limited.items():
+        if value.dim() < 2 or name == "fc.weight":
+            assert torch.equal(value, full[name]), name
+            continue
+        matrix = value.flatten(1)
+        limit = 0.5 * default_gain(*matrix.shape)
+        gain = float(torch.linalg.matrix_norm(matrix, 2))
+        if torch.equal(value, full[name]):
+            assert gain <= limit, name
+        else:
+            scale = value.norm() / full[name].norm()
+            assert gain == pytest.approx(limit, rel=1e-4) and scale < 1, name
+            assert torch.allclose(value, full[name] * scale, rtol=1e-5, atol=1e-7), name
+            scaled += 1
+    assert scaled > 0
+    [path] = hyperinit.save_init(spec, tmp_path / "i.safetensors", loaded, num_classes=10)
+    with safe_open(path, "pt") as f:
+        assert f.metadata()["hyperinit.max_gain"] == "0.5"
+
+
+@pytest.mark.parametrize("gain", [0, -1.0, float("inf"), "high", True])
+def test_a_bad_max_gain_in_config_json_is_refused(tmp_path, ghn, gain):
+    ghn.save_pretrained(tmp_path / "gen")
+    config = json.loads((tmp_path / "gen" / "config.json").read_text())
+    config["defaults"]["max_gain"] = gain
+    (tmp_path / "gen" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(hyperinit.CheckpointError, match="max_gain must be a number above 0"):
+        hyperinit.load_generator(tmp_path / "gen")
 
 
 @pytest.mark.parametrize("numel", [0, 2.5, "wide", True])
