@@ -11,8 +11,8 @@ every weight of two or more dimensions but the head, in the ``(out, in * kh * kw
 * ``rescale`` — the prediction scaled to the default init's std;
 * ``spectral:G`` — the prediction scaled down (never up) to a largest singular value (the
   gain a layer can apply to its input) of at most G times the default init's
-  (``hyperinit.predict.cap_gain``, what a generator with ``PredictDefaults.max_gain`` G
-  gives);
+  (``hyperinit.predict.cap_gain``: what a generator with ``PredictDefaults.max_gain`` G
+  gives, where no weight is above its ``max_numel``);
 * ``rownorm`` — every output row of the prediction scaled to the default's mean row norm
   (a no-op for the function where BatchNorm follows);
 * ``flat:R`` — the prediction's top R singular directions, all with one singular value;

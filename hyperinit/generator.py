@@ -65,8 +65,8 @@ class PredictDefaults:
     weight is predicted. Predictions for weights larger than nearly all those a generator
     was trained on can train slower than the default init; its card says what was
     measured and how the limit was chosen.
-    ``max_gain`` caps how much a layer can amplify its input: every weight of two or more
-    dimensions but the head is scaled down (never up) until its largest singular value is
+    ``max_gain`` caps how much a layer can amplify its input: every predicted weight of two
+    or more dimensions but the head is scaled down (never up) until its largest singular value is
     at most ``max_gain`` times that of PyTorch's default init of its shape
     (:func:`hyperinit.predict.cap_gain`). A network without normalization layers whose
     layers each amplify a little more than the default's diverges under a learning rate

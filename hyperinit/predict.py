@@ -74,8 +74,8 @@ def _tensors(generator: Generator, graph: ArchGraph, seed: int, noise: float,
 
     Weights larger than the generator's ``max_numel`` (:func:`too_large`) get
     :func:`he_weight` instead, with neither noise nor orthogonalization. Last, with a
-    ``max_gain``, every weight but the head, predicted or He init, is capped
-    (:func:`cap_gain`).
+    ``max_gain``, every predicted weight but the head is capped (:func:`cap_gain`); He init
+    is left as it is.
 
     The seed draws ``eps``, the He-init weights and whatever randomness the generator
     itself has (none for a GHN, whose prediction is deterministic; the sampling noise of a
@@ -85,7 +85,7 @@ def _tensors(generator: Generator, graph: ArchGraph, seed: int, noise: float,
     orth = orth_names(graph) if generator.defaults.orth else set()
     large = too_large(graph, generator.defaults.max_numel)
     max_gain = generator.defaults.max_gain
-    capped = orth_names(graph) if max_gain is not None else set()
+    capped = orth_names(graph) - large.keys() if max_gain is not None else set()
     rng = torch.Generator().manual_seed(int(seed))
     for name, tensor in generator.iter_tensors(graph, seed, task):
         if name in large:
