@@ -65,12 +65,13 @@ class PredictDefaults:
     weight is predicted. Predictions for weights larger than nearly all those a generator
     was trained on can train slower than the default init; its card says what was
     measured and how the limit was chosen.
-    ``max_gain`` caps how much a layer can amplify its input: every predicted weight of two
-    or more dimensions but the head is scaled down (never up) until its largest singular value is
-    at most ``max_gain`` times that of PyTorch's default init of its shape
-    (:func:`hyperinit.predict.cap_gain`). A network without normalization layers whose
-    layers each amplify a little more than the default's diverges under a learning rate
-    the default init trains with. None: no cap.
+    ``max_gain`` caps how much a layer can amplify its input, in architectures without
+    normalization layers: there every predicted weight of two or more dimensions but the
+    head is scaled down (never up) until its largest singular value is at most ``max_gain``
+    times that of PyTorch's default init of its shape (:func:`hyperinit.predict.cap_gain`).
+    Such a network whose layers each amplify a little more than the default's diverges
+    under a learning rate the default init trains with; where normalization layers reset
+    the scale, the cap only slowed training. None: no cap.
     """
 
     noise: float = 0.0

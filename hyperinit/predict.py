@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from graphs import ArchGraph
+from graphs.vocab import NORM_OPS
 
 from .catalog import GeneratorRef, load_generator
 from .decoder import fan_in
@@ -74,8 +75,8 @@ def _tensors(generator: Generator, graph: ArchGraph, seed: int, noise: float,
 
     Weights larger than the generator's ``max_numel`` (:func:`too_large`) get
     :func:`he_weight` instead, with neither noise nor orthogonalization. Last, with a
-    ``max_gain``, every predicted weight but the head is capped (:func:`cap_gain`); He init
-    is left as it is.
+    ``max_gain`` and an architecture without normalization layers, every predicted weight
+    but the head is capped (:func:`cap_gain`); He init is left as it is.
 
     The seed draws ``eps``, the He-init weights and whatever randomness the generator
     itself has (none for a GHN, whose prediction is deterministic; the sampling noise of a
@@ -85,7 +86,9 @@ def _tensors(generator: Generator, graph: ArchGraph, seed: int, noise: float,
     orth = orth_names(graph) if generator.defaults.orth else set()
     large = too_large(graph, generator.defaults.max_numel)
     max_gain = generator.defaults.max_gain
-    capped = orth_names(graph) - large.keys() if max_gain is not None else set()
+    capped = set()
+    if max_gain is not None and not any(node.op in NORM_OPS for node in graph.nodes):
+        capped = orth_names(graph) - large.keys()
     rng = torch.Generator().manual_seed(int(seed))
     for name, tensor in generator.iter_tensors(graph, seed, task):
         if name in large:

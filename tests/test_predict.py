@@ -349,26 +349,36 @@ def test_default_gain_is_the_largest_singular_value_of_the_default_init():
         assert default_gain(*matrix.shape) == pytest.approx(measured, rel=0.12), shape
 
 
-def test_max_gain_caps_every_weight_but_the_head(tmp_path, ghn):
-    """With ``max_gain`` G every predicted weight but the head is scaled down to a largest
-    singular value of at most G times the default init's; weights below that, the head and
-    the weights left to He init (``max_numel``) are as they would be without it."""
-    defaults = {"max_numel": 512 * 512}
+def _plain_cnn(norm: bool) -> torch.nn.Sequential:
+    """Three 3x3 convolutions (the last of 64 x 64 x 9 = 36,864 values) and a linear head,
+    with or without BatchNorm after each convolution."""
+    layers: list[torch.nn.Module] = []
+    for cin, cout in ((3, 32), (32, 64), (64, 64)):
+        layers += [torch.nn.Conv2d(cin, cout, 3)]
+        layers += [torch.nn.BatchNorm2d(cout)] if norm else []
+        layers += [torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(64, 10))
+
+
+def test_max_gain_caps_every_predicted_weight_but_the_head(tmp_path, ghn):
+    """In a network without normalization layers, ``max_gain`` G scales every predicted
+    weight but the head down to a largest singular value of at most G times the default
+    init's; weights below that, the head and the weights left to He init (``max_numel``)
+    are as they would be without it. With BatchNorm nothing changes."""
     for folder, gain in (("he", None), ("capped", 0.5)):
-        made = hyperinit.GraphHyperNetwork(TINY, hyperinit.PredictDefaults(**defaults,
+        made = hyperinit.GraphHyperNetwork(TINY, hyperinit.PredictDefaults(max_numel=20000,
                                                                            max_gain=gain))
         made.load_state_dict(ghn.state_dict())
         made.eval().save_pretrained(tmp_path / folder)
     loaded = hyperinit.load_generator(tmp_path / "capped")
-    assert loaded.defaults.max_gain == 0.5
-    assert loaded.id.endswith("+max_numel=262144+max_gain=0.5")
-    spec = "torchvision:resnet18"
-    full = hyperinit.predict_state_dict(spec, hyperinit.load_generator(tmp_path / "he"),
-                                        num_classes=10)
-    limited = hyperinit.predict_state_dict(spec, loaded, num_classes=10)
+    assert loaded.defaults.max_gain == 0.5 and loaded.id.endswith("+max_numel=20000+max_gain=0.5")
+    he = hyperinit.load_generator(tmp_path / "he")
+    full = hyperinit.predict_state_dict(_plain_cnn(norm=False), he)
+    limited = hyperinit.predict_state_dict(_plain_cnn(norm=False), loaded)
     scaled = 0
     for name, value in limited.items():
-        if value.dim() < 2 or name == "fc.weight" or value.numel() > 512 * 512:
+        if value.dim() < 2 or name in ("4.weight", "8.weight"):  # the He-init conv, the head
             assert torch.equal(value, full[name]), name
             continue
         matrix = value.flatten(1)
@@ -382,7 +392,9 @@ def test_max_gain_caps_every_weight_but_the_head(tmp_path, ghn):
             assert torch.allclose(value, full[name] * scale, rtol=1e-5, atol=1e-7), name
             scaled += 1
     assert scaled > 0
-    [path] = hyperinit.save_init(spec, tmp_path / "i.safetensors", loaded, num_classes=10)
+    normalized = [hyperinit.predict_state_dict(_plain_cnn(norm=True), g) for g in (he, loaded)]
+    assert all(torch.equal(v, normalized[0][k]) for k, v in normalized[1].items())
+    [path] = hyperinit.save_init(_plain_cnn(norm=False), tmp_path / "i.safetensors", loaded)
     with safe_open(path, "pt") as f:
         assert f.metadata()["hyperinit.max_gain"] == "0.5"
 
