@@ -81,7 +81,7 @@ def test_the_shipped_generators_are_there():
     assert {"ghn-cifar10", "ghn-shakespeare"} <= set(SHIPPED_GHNS)
     assert default_generator() == "ghn-cifar10"
     shipped = hyperinit.load_generator("ghn-cifar10").defaults  # from its config.json
-    assert shipped.noise == 0.0 and shipped.max_numel == 512 * 512
+    assert shipped.noise == 0.0 and shipped.max_numel == 512 * 512 and shipped.max_gain == 1.0
 
 
 def test_the_shipped_generators_are_package_data():
@@ -399,23 +399,19 @@ def test_max_gain_caps_every_predicted_weight_but_the_head(tmp_path, ghn):
         assert f.metadata()["hyperinit.max_gain"] == "0.5"
 
 
-@pytest.mark.parametrize("gain", [0, -1.0, float("inf"), "high", True])
-def test_a_bad_max_gain_in_config_json_is_refused(tmp_path, ghn, gain):
-    ghn.save_pretrained(tmp_path / "gen")
-    config = json.loads((tmp_path / "gen" / "config.json").read_text())
-    config["defaults"]["max_gain"] = gain
-    (tmp_path / "gen" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(hyperinit.CheckpointError, match="max_gain must be a number above 0"):
-        hyperinit.load_generator(tmp_path / "gen")
+BAD_LIMITS = [("max_numel", value, "max_numel must be a whole number")
+              for value in (0, 2.5, "wide", True)]
+BAD_LIMITS += [("max_gain", value, "max_gain must be a number above 0")
+               for value in (0, -1.0, float("inf"), "high", True)]
 
 
-@pytest.mark.parametrize("numel", [0, 2.5, "wide", True])
-def test_a_bad_max_numel_in_config_json_is_refused(tmp_path, ghn, numel):
+@pytest.mark.parametrize(("key", "value", "message"), BAD_LIMITS)
+def test_a_bad_limit_in_config_json_is_refused(tmp_path, ghn, key, value, message):
     ghn.save_pretrained(tmp_path / "gen")
     config = json.loads((tmp_path / "gen" / "config.json").read_text())
-    config["defaults"]["max_numel"] = numel
+    config["defaults"][key] = value
     (tmp_path / "gen" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(hyperinit.CheckpointError, match="max_numel must be a whole number"):
+    with pytest.raises(hyperinit.CheckpointError, match=message):
         hyperinit.load_generator(tmp_path / "gen")
 
 
