@@ -342,9 +342,9 @@ def test_default_gain_is_the_largest_singular_value_of_the_default_init():
     """To leading order: within 12% of the measured value even for a 64 x 27 kernel."""
     torch.manual_seed(0)
     for shape in [(128, 128, 3, 3), (64, 3, 3, 3), (10, 512), (512, 512)]:
-        conv = torch.nn.Conv2d(shape[1], shape[0], 3) if len(shape) == 4 else None
-        weight = conv.weight if conv else torch.nn.Linear(shape[1], shape[0]).weight
-        matrix = weight.detach().flatten(1)
+        layer = (torch.nn.Conv2d(shape[1], shape[0], 3) if len(shape) == 4
+                 else torch.nn.Linear(shape[1], shape[0]))
+        matrix = layer.weight.detach().flatten(1)
         measured = float(torch.linalg.matrix_norm(matrix, 2))
         assert default_gain(*matrix.shape) == pytest.approx(measured, rel=0.12), shape
 
