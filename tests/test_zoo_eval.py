@@ -30,11 +30,13 @@ from training.zoo import ZooConfig, build_arch, build_zoo, load_zoo
 from training.zoo_eval import (
     Checkpoints,
     average,
+    coverage,
     evaluate_zoo,
     fitted_gaussian,
     fresh,
     head_dims,
     load_checkpoints,
+    map_checkpoint,
     mean_of,
     nearest_task,
     novelty,
@@ -42,7 +44,12 @@ from training.zoo_eval import (
     training_checkpoints,
     transfer,
 )
-from training.zoo_eval_config import METHODS, TASK_METHODS, ZooEvalConfig
+from training.zoo_eval_config import (
+    HELD_OUT_ARCH_METHODS,
+    METHODS,
+    TASK_METHODS,
+    ZooEvalConfig,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -328,7 +335,7 @@ def test_nearest_task_and_its_mapped_head(task_setup, tmp_path):
     assert nearest_task(crafted, Task((4, 5, 6))) == 0  # none shared: the first run
     head = head_dims(TASK_ARCH, 3)
     assert len(head) == 2 and all(dim == 0 for dim in head.values())  # the Linear's rows
-    state, info = transfer(crafted, Task((1, 3, 5)), seed=7)
+    state, info = transfer([crafted], TASK_ARCH, Task((1, 3, 5)), seed=7)
     assert info == {"source": crafted.run_ids[1], "source_task": "cifar10-0-1-3", "shared": 2}
     source, new = crafted.states[1], fresh(TASK_ARCH, 7, num_classes=3)
     for name in head:  # classes 1 and 3 are rows 1 and 2 of the source; class 5 is fresh
@@ -393,6 +400,79 @@ def test_a_task_evaluation_resumes_through_the_cli(task_run, capsys, tmp_path):
     assert (out / "results.jsonl").read_text() == lines  # nothing ran again
 
 
+# ----- held-out architectures -----------------------------------------------------------
+HELD_ARCH = "bnresnet-7"  # not in the tiny zoo over tasks: narrower, other depths
+
+
+@pytest.fixture(scope="module")
+def held_run(task_run, tmp_path_factory) -> tuple[ZooEvalConfig, list[dict]]:
+    """The task evaluation resumed with a held-out arch: only its jobs run."""
+    cfg, _ = task_run
+    out = shutil.copytree(cfg.out, tmp_path_factory.mktemp("held_eval") / "eval")
+    held = dataclasses.replace(cfg, out=str(out), held_out_archs=(HELD_ARCH,))
+    return held, evaluate_zoo(held)
+
+
+def test_held_out_archs_get_the_methods_that_make_their_shapes(task_run, held_run):
+    (_, before), (cfg, rows) = task_run, held_run
+    held = held_out_tasks(3)[:2]
+    assert [(r["arch"], r["task"], r["method"], r["sample"]) for r in rows] == [
+        (arch, t.name, m, i) for t in held
+        for arch, methods in ((TASK_ARCH, TASK_METHODS), (HELD_ARCH, HELD_OUT_ARCH_METHODS))
+        for m in methods for i in range(1 if m == "mean-16" else 2)]
+    zoo_rows = [r for r in rows if r["arch"] == TASK_ARCH]
+    assert sorted(zoo_rows, key=json.dumps) == sorted(before, key=json.dumps)  # resumed
+    for row in (r for r in rows if r["arch"] == HELD_ARCH):
+        assert row["held_out_arch"] is True and row["zoo_step"] is None
+        assert row["distance"] is None and 0 <= row["overlap"] <= 1
+        assert row["overlap_run"].startswith(f"{TASK_ARCH}_run")
+        assert all(math.isfinite(p["loss"]) for p in row["at"].values())
+    assert "held_out_arch" not in zoo_rows[0]
+    # the held-out arch's nearest-task model is the zoo arch's, from the same source
+    for mine in (r for r in rows if r["arch"] == HELD_ARCH and r["method"] == "nearest-task"):
+        theirs = next(r for r in zoo_rows if (r["task"], r["method"], r["sample"]) ==
+                      (mine["task"], "nearest-task", mine["sample"]))
+        assert (mine["source"], mine["shared"]) == (theirs["source"], theirs["shared"])
+    table = (Path(cfg.out) / "table.md").read_text()
+    label = f"{HELD_ARCH} (held out)"
+    for method in HELD_OUT_ARCH_METHODS:
+        assert f"| {label} | {method} | 4 |" in table
+    assert f"| {label} | mean-16" not in table and f"| {TASK_ARCH} | mean-16" in table
+    assert f"| {label} | **diffusion beats nearest-task by > std** | 2 tasks |" in table
+    assert "weight selection" in table.split("\n\n")[0]
+
+
+def test_weight_selection_maps_a_checkpoint_onto_other_shapes():
+    torch.manual_seed(0)
+    source = build_arch(TASK_ARCH, 3).state_dict()
+    state = map_checkpoint(source, Task((0, 1, 2)), HELD_ARCH, Task((1, 2, 7)), seed=3)
+    torch.manual_seed(3)
+    new = build_arch(HELD_ARCH, 3).state_dict()
+    assert state.keys() == new.keys()
+    assert all(state[k].shape == v.shape for k, v in new.items())
+    head = head_dims(HELD_ARCH, 3)
+    copied = 0
+    for name, value in state.items():
+        theirs = source.get(name)
+        if theirs is None or theirs.dim() != value.dim():
+            assert torch.equal(value, new[name])  # nothing to select from: fresh
+            continue
+        block = tuple(slice(0, min(a, b))
+                      for a, b in zip(value.shape, theirs.shape, strict=True))
+        if name in head:  # classes 1 and 2 are the source's rows 1 and 2; class 7 is fresh
+            for row in (0, 1):
+                assert torch.equal(value[row][block[1:]], theirs[row + 1][block[1:]])
+            assert torch.equal(value[2], new[name][2])
+            continue
+        assert torch.equal(value[block], theirs[block])
+        rest = torch.ones(value.shape, dtype=torch.bool)
+        rest[block] = False
+        assert torch.equal(value[rest], new[name][rest])  # beyond the block: fresh
+        copied += value[block].numel()
+    assert copied > 0
+    assert 0 < coverage(TASK_ARCH, HELD_ARCH, 3) < 1 == coverage(HELD_ARCH, HELD_ARCH, 3)
+
+
 def test_bad_task_inputs(task_setup, setup, tmp_path):
     with pytest.raises(ValueError, match="checkpoint, noise-0.06 are for zoos without tasks; "
                                          "the zoo at .* is over tasks"):
@@ -411,6 +491,13 @@ def test_bad_task_inputs(task_setup, setup, tmp_path):
         config(task_setup, tmp_path, tasks=0)
     with pytest.raises(ValueError, match=r"is unconditional \(task_dim 0\)"):
         evaluate_zoo(config(task_setup, tmp_path / "out", generator=setup["generator"]))
+    with pytest.raises(ValueError, match="vgg-2 is not held out: the zoo at .* trained its "
+                                         r"graph \(as vgg-2\)"):
+        evaluate_zoo(config(task_setup, tmp_path, held_out_archs="vgg-2"))
+    with pytest.raises(ValueError, match="held_out_archs is for zoos over tasks"):
+        evaluate_zoo(config(setup, tmp_path, held_out_archs=HELD_ARCH))
+    with pytest.raises(ValueError, match="unknown architecture 'resnet50'"):
+        config(task_setup, tmp_path, held_out_archs="resnet50")
     named = held_out_tasks(3)[1].name
     assert config(task_setup, tmp_path, tasks=named.replace("cifar10-", "")).tasks == (named,)
     assert not list(tmp_path.glob("*.json*"))  # refused before anything was written

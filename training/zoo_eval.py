@@ -65,14 +65,27 @@ on any task). The methods (``TASK_METHODS``):
 Sample i of every method trains on the same batch stream (seed ``seed + i``), so methods
 differ only in their initial parameters. Rows are appended to ``OUT/results.jsonl`` as they
 finish and a restarted run skips them; :mod:`training.zoo_eval_report` summarizes them in
-``results.json``, ``table.md``, ``novelty.png`` and ``steps.png``. Held-out architectures
-are not evaluated: every checkpoint-derived method needs checkpoints of the same shapes.
+``results.json``, ``table.md``, ``novelty.png`` and ``steps.png``.
+
+**Held-out architectures** (``held_out_archs``, zoos over tasks only): architectures of the
+zoo's families that the zoo never trained (no checkpoint has their graph), evaluated on the
+same held-out tasks. They have no checkpoints of their own, so the methods are those that
+can make their shapes (``HELD_OUT_ARCH_METHODS``): ``diffusion`` (the generator is
+conditioned on the graph), ``ghn``, ``default``, and ``nearest-task`` (with its noisy
+variants) by **weight selection** (Xu et al., 2024, "Initializing Models with Larger
+Ones"): the checkpoint of the nearest training task among every zoo architecture (ties go
+to the architecture covering most of the target's values, then zoo order) gives each
+tensor of the same name its leading block, the rest keeping the fresh module's values, and
+its head is mapped as above (:func:`map_checkpoint`). Their distance is undefined (other
+shapes), their overlap is against every training checkpoint, and their rows say
+``held_out_arch``.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -101,12 +114,19 @@ from .tasks import Task, held_out_tasks
 from .zoo import (
     ZooEntry,
     arch_graph,
+    arch_hash,
     build_arch,
     load_zoo,
     record_classes,
     select_checkpoints,
 )
-from .zoo_eval_config import MEAN_OF, NEAREST_NOISE, NOISE, ZooEvalConfig
+from .zoo_eval_config import (
+    HELD_OUT_ARCH_METHODS,
+    MEAN_OF,
+    NEAREST_NOISE,
+    NOISE,
+    ZooEvalConfig,
+)
 from .zoo_eval_report import write_reports
 
 # Options that change the numbers of a row: a resumed run must keep them. ``ghn_models``
@@ -145,8 +165,27 @@ def training_checkpoints(cfg: ZooEvalConfig) -> dict[str, list[ZooEntry]]:
     if len(kinds) > 1:
         raise ValueError(f"the zoo at {cfg.zoo} mixes checkpoints with and without tasks: "
                          "evaluate one kind at a time (archs=...)")
+    if cfg.held_out_archs and kinds == {True}:
+        check_held_out_archs(cfg, load_zoo(cfg.zoo), by_arch)
     return {arch: sorted(entries, key=lambda e: e.record["run_id"])
             for arch, entries in by_arch.items()}
+
+
+def check_held_out_archs(cfg: ZooEvalConfig, zoo: list[ZooEntry],
+                         by_arch: dict[str, list[ZooEntry]]) -> None:
+    """Held-out architectures are made with the zoo's one head size and are in no
+    checkpoint of the zoo (compared by graph, at that head size)."""
+    ways = sorted({record_classes(entries[0].record) for entries in by_arch.values()})
+    if len(ways) > 1:
+        raise ValueError(f"the zoo's architectures have heads of {ways} classes; held_out_archs "
+                         "are evaluated on the held-out tasks of one size: pick archs of one")
+    trained = {e.record["arch_hash"]: e.record["arch"] for e in zoo}
+    for arch in cfg.held_out_archs:
+        same = trained.get(arch_hash(arch, ways[0]))
+        if same is not None:
+            raise ValueError(f"{arch} is not held out: the zoo at {cfg.zoo} trained its graph "
+                             f"(as {same}); held_out_archs takes architectures no checkpoint "
+                             "of the zoo has (archs=... picks the zoo's own)")
 
 
 def eval_tasks(cfg: ZooEvalConfig, ways: int) -> list[Task]:
@@ -167,13 +206,25 @@ def eval_tasks(cfg: ZooEvalConfig, ways: int) -> list[Task]:
 
 def targets(cfg: ZooEvalConfig, selected: dict[str, list[ZooEntry]],
             ) -> list[tuple[str, Task | None]]:
-    """What models are made for: each arch alone, or each arch with each held-out task."""
-    out: list[tuple[str, Task | None]] = []
+    """What models are made for: each arch alone, or, held-out task by held-out task, each
+    zoo arch with it and then each held-out arch."""
+    tasks: dict[str, list[Task | None]] = {}
     for arch, entries in selected.items():
         over_tasks = entries[0].task is not None
-        tasks = eval_tasks(cfg, record_classes(entries[0].record)) if over_tasks else [None]
-        out += [(arch, task) for task in tasks]
-    return out
+        tasks[arch] = eval_tasks(cfg, record_classes(entries[0].record)) if over_tasks else [None]
+    order = list(dict.fromkeys(task for mine in tasks.values() for task in mine))
+    held = list(cfg.held_out_archs or ()) if order != [None] else []
+    return [(arch, task) for task in order
+            for arch in [a for a in selected if task in tasks[a]] + held]
+
+
+def methods_for(cfg: ZooEvalConfig, arch: str, selected: dict[str, list[ZooEntry]],
+                ) -> list[str]:
+    """The methods that make models of ``arch``: all for a zoo arch, those that can make its
+    shapes for a held-out one."""
+    if arch in selected:
+        return list(cfg.methods)
+    return [m for m in cfg.methods if m in HELD_OUT_ARCH_METHODS]
 
 
 def row_key(job: Job) -> tuple:
@@ -238,13 +289,25 @@ def predictions(model: nn.Module, eval_data: EvalData, autocast: torch.autocast)
     return torch.cat(out)
 
 
+@functools.cache
+def parameter_shapes(arch: str, num_classes: int = NUM_CLASSES) -> dict[str, torch.Size]:
+    """``arch``'s parameter shapes by name, in module order (built on ``meta``)."""
+    with torch.device("meta"):
+        return {n: p.shape for n, p in build_arch(arch, num_classes).named_parameters()}
+
+
+def parameter_names(arch: str, num_classes: int = NUM_CLASSES) -> list[str]:
+    """``arch``'s parameter names, in module order."""
+    return list(parameter_shapes(arch, num_classes))
+
+
 def load_checkpoints(arch: str, entries: list[ZooEntry], eval_data: EvalData,
                      device: torch.device, autocast: torch.autocast) -> Checkpoints:
     """Read the checkpoints' weights and compute each one's test predictions (on
     ``eval_data``: a held-out task's images in a zoo over tasks) once."""
     classes = record_classes(entries[0].record)
     states = [e.state_dict() for e in entries]
-    names = [n for n, _ in build_arch(arch, classes).named_parameters()]
+    names = parameter_names(arch, classes)
     preds = [predictions(to_module(arch, s, classes).to(device), eval_data, autocast)
              for s in states]
     return Checkpoints(arch, entries[0].record["step"], [e.record["run_id"] for e in entries],
@@ -269,6 +332,16 @@ def novelty(theta: torch.Tensor, preds: torch.Tensor, ckpts: Checkpoints,
     near, most = int(distance.argmin()), int(overlap.argmax())
     return {"distance": distance[near].item(), "nearest": ckpts.run_ids[keep[near]],
             "overlap": overlap[most].item(), "overlap_run": ckpts.run_ids[keep[most]]}
+
+
+def pool_novelty(preds: torch.Tensor, pool: list[Checkpoints]) -> dict[str, Any]:
+    """:func:`novelty` of a held-out architecture's model: its overlap with every training
+    checkpoint of ``pool``; no distance, since the shapes differ."""
+    overlap = torch.cat([(c.predictions == preds).float().mean(dim=1) for c in pool])
+    most = int(overlap.argmax())
+    run_ids = [run for c in pool for run in c.run_ids]
+    return {"distance": None, "nearest": None, "overlap": overlap[most].item(),
+            "overlap_run": run_ids[most]}
 
 
 # ----- the methods --------------------------------------------------------------------------
@@ -359,23 +432,63 @@ def head_dims(arch: str, num_classes: int) -> dict[str, int]:
     return dims
 
 
-def transfer(ckpts: Checkpoints, task: Task, seed: int,
-             ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The checkpoint of the task nearest to ``task`` (:func:`nearest_task`), its head
-    remade for ``task``: rows of shared classes copied from the checkpoint's rows of the
-    same class, the others those of a fresh head (``manual_seed(seed)``)."""
-    j = nearest_task(ckpts, task)
-    source = ckpts.tasks[j]
-    head = fresh(ckpts.arch, seed, num_classes=task.ways)
-    state = dict(ckpts.states[j])
-    for name, dim in head_dims(ckpts.arch, task.ways).items():
-        rows = head[name].clone()
+def copy_leading(target: torch.Tensor, source: torch.Tensor) -> None:
+    """Write into ``target`` the leading block of ``source`` that fits both shapes."""
+    block = tuple(slice(0, min(a, b)) for a, b in zip(target.shape, source.shape, strict=True))
+    target[block] = source[block]
+
+
+@functools.cache
+def coverage(source: str, target: str, num_classes: int) -> float:
+    """The fraction of ``target``'s parameter values that weight selection from ``source``
+    fills (tensors of the same name and rank; their common leading block)."""
+    mine, theirs = (parameter_shapes(arch, num_classes) for arch in (target, source))
+    filled = sum(math.prod(min(a, b) for a, b in zip(shape, theirs[name], strict=True))
+                 for name, shape in mine.items()
+                 if name in theirs and len(theirs[name]) == len(shape))
+    return filled / sum(shape.numel() for shape in mine.values())
+
+
+def map_checkpoint(state: dict[str, torch.Tensor], source: Task, arch: str, task: Task,
+                   seed: int) -> dict[str, torch.Tensor]:
+    """A checkpoint trained on ``source`` as a model of ``arch`` for ``task``: a fresh module
+    (``manual_seed(seed)``) whose tensors take the leading block of the checkpoint's tensor
+    of the same name and rank (all of it when the shapes match); in the head, only the rows
+    of classes both tasks have, each from the checkpoint's row of the same class."""
+    torch.manual_seed(seed)
+    out = build_arch(arch, task.ways).state_dict()
+    heads = head_dims(arch, task.ways)
+    for name, value in out.items():
+        theirs = state.get(name)
+        if theirs is None or theirs.dim() != value.dim():
+            continue
+        if name not in heads:
+            copy_leading(value, theirs)
+            continue
+        dim = heads[name]
         for row, cls in enumerate(task.classes):
             if cls in source.classes:
-                rows.select(dim, row).copy_(state[name].select(dim, source.classes.index(cls)))
-        state[name] = rows
-    shared = len(set(task.classes) & set(source.classes))
-    return state, {"source": ckpts.run_ids[j], "source_task": source.name, "shared": shared}
+                copy_leading(value.select(dim, row),
+                             theirs.select(dim, source.classes.index(cls)))
+    return out
+
+
+def transfer(pool: list[Checkpoints], arch: str, task: Task, seed: int,
+             ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The checkpoint of the training task nearest to ``task`` (:func:`nearest_task`) among
+    ``pool`` (ties go to the arch covering most of ``arch``'s values, then to pool order), as
+    a model of ``arch`` for ``task`` (:func:`map_checkpoint`): for a zoo arch the checkpoint
+    itself with its head rows of shared classes; for a held-out arch, weight selection."""
+    def shared(c: Checkpoints) -> tuple[int, float]:
+        return (int(task.descriptor() @ c.tasks[nearest_task(c, task)].descriptor()),
+                coverage(c.arch, arch, task.ways))
+
+    ckpts = max(pool, key=shared)
+    j = nearest_task(ckpts, task)
+    source = ckpts.tasks[j]
+    state = map_checkpoint(ckpts.states[j], source, arch, task, seed)
+    return state, {"source": ckpts.run_ids[j], "source_task": source.name,
+                   "shared": shared(ckpts)[0]}
 
 
 def sample_diffusion(model: WeightDiffusion, arch: str, cfg: ZooEvalConfig,
@@ -435,57 +548,70 @@ class Generators:
         return self._samples[arch, task]
 
 
-def make_model(method: str, i: int, ckpts: Checkpoints, cfg: ZooEvalConfig,
+def own_checkpoints(arch: str, pool: list[Checkpoints]) -> Checkpoints | None:
+    """``arch``'s own checkpoints in ``pool``; None for a held-out arch."""
+    return next((c for c in pool if c.arch == arch), None)
+
+
+def make_model(method: str, i: int, arch: str, pool: list[Checkpoints], cfg: ZooEvalConfig,
                generators: Generators, task: Task | None = None,
                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Sample ``i`` of ``method`` (for the held-out ``task`` of a zoo over tasks): its state
-    (parameters, maybe buffers) and what to record, including ``sample_seconds``, the time
-    it took to make."""
-    seed = cfg.seed + i
+    """Sample ``i`` of ``method`` for ``arch`` (for the held-out ``task`` of a zoo over
+    tasks), from the training checkpoints ``pool`` (``arch``'s own; every arch's for a
+    held-out arch): its state (parameters, maybe buffers) and what to record, including
+    ``sample_seconds``, the time it took to make."""
+    seed, classes = cfg.seed + i, pool[0].num_classes
+    ckpts = own_checkpoints(arch, pool)
     info: dict[str, Any] = {}
     ghn = None
     if method == "ghn":  # loaded before the clock starts
         ghn, info = generators.ghn()
     start = time.perf_counter()
     if method == "diffusion":
-        states, info = generators.diffusion(ckpts.arch, task, ckpts.num_classes)
+        states, info = generators.diffusion(arch, task, classes)
         state = states[i]
     elif method == "checkpoint":
         state, info = ckpts.states[i], {"source": ckpts.run_ids[i]}
     elif method in NOISE:
         state, info = add_noise(ckpts, i, NOISE[method], seed)
     elif method == "nearest-task":
-        state, info = transfer(ckpts, task, seed)
+        state, info = transfer(pool, arch, task, seed)
     elif method in NEAREST_NOISE:
-        state, info = transfer(ckpts, task, seed)
-        state = perturb(state, ckpts.param_names, NEAREST_NOISE[method], seed)
+        state, info = transfer(pool, arch, task, seed)
+        state = perturb(state, parameter_names(arch, classes), NEAREST_NOISE[method], seed)
     elif method == "mean-16":
         state, info = mean_of(ckpts, seed)
     elif method == "gaussian":
         state = fitted_gaussian(ckpts, seed)
     else:
-        state = fresh(ckpts.arch, seed, ghn, ckpts.num_classes)
+        state = fresh(arch, seed, ghn, classes)
     return state, {"sample_seconds": time.perf_counter() - start, **info}
 
 
 # ----- the run ------------------------------------------------------------------------------
-def run_one(cfg: ZooEvalConfig, recipe: RecipeConfig, ckpts: Checkpoints, job: Job,
+def run_one(cfg: ZooEvalConfig, recipe: RecipeConfig, pool: list[Checkpoints], job: Job,
             generators: Generators, eval_data: EvalData, device: torch.device,
             autocast: torch.autocast) -> dict[str, Any]:
-    """One result row: make the job's model, measure its novelty, train it (on
-    ``eval_data``, the held-out task's images for a job with a task)."""
+    """One result row: make the job's model from the checkpoints ``pool`` (:func:`make_model`),
+    measure its novelty, train it (on ``eval_data``, the held-out task's images for a job
+    with a task)."""
     arch, task, method, i = job
     start = time.perf_counter()
-    state, info = make_model(method, i, ckpts, cfg, generators, task)
-    model = to_module(arch, state, ckpts.num_classes).to(device)
+    state, info = make_model(method, i, arch, pool, cfg, generators, task)
+    model = to_module(arch, state, pool[0].num_classes).to(device)
     preds = predictions(model, eval_data, autocast)
-    itself = i if method == "checkpoint" else None
-    near = novelty(ckpts.flatten(state), preds, ckpts, exclude=itself)
+    ckpts = own_checkpoints(arch, pool)
+    if ckpts is None:
+        near, where = pool_novelty(preds, pool), {"zoo_step": None, "held_out_arch": True}
+    else:
+        itself = i if method == "checkpoint" else None
+        near = novelty(ckpts.flatten(state), preds, ckpts, exclude=itself)
+        where = {"zoo_step": ckpts.step}
     torch.manual_seed(cfg.seed + i)  # dropout and the like: the same stream for every method
     points = train_and_measure(model, recipe, eval_data, cfg.seed + i, device)
     held_out = {} if task is None else {"task": task.name}
-    return {"arch": arch, **held_out, "zoo_step": ckpts.step, "method": method, "sample": i,
-            **info, **near, "seconds": round(time.perf_counter() - start, 2), "at": points}
+    return {"arch": arch, **held_out, **where, "method": method, "sample": i, **info, **near,
+            "seconds": round(time.perf_counter() - start, 2), "at": points}
 
 
 def evaluate_zoo(cfg: ZooEvalConfig) -> list[dict[str, Any]]:
@@ -502,8 +628,9 @@ def evaluate_zoo(cfg: ZooEvalConfig) -> list[dict[str, Any]]:
                                 "diffusion checkpoint folder (config.json, model.safetensors, "
                                 "scheduler_config.json)")
     jobs: list[Job] = [(arch, task, method, i) for arch, task in targets(cfg, selected)
-                       for method in cfg.methods
-                       for i in range(sample_count(method, len(selected[arch]), cfg.samples))]
+                       for method in methods_for(cfg, arch, selected)
+                       for i in range(sample_count(method, len(selected.get(arch, ())),
+                                                   cfg.samples))]
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -522,8 +649,8 @@ def evaluate_zoo(cfg: ZooEvalConfig) -> list[dict[str, Any]]:
 def run_jobs(cfg: ZooEvalConfig, selected: dict[str, list[ZooEntry]], todo: list[Job],
              total: int, done: dict[tuple, dict[str, Any]], out: Path,
              device: torch.device) -> None:
-    """Run ``todo`` (grouped by arch and task, whose checkpoints are loaded once), appending
-    each row to ``OUT/results.jsonl`` and to ``done`` as it finishes."""
+    """Run ``todo`` (grouped by task, for which each arch's checkpoints are loaded once),
+    appending each row to ``OUT/results.jsonl`` and to ``done`` as it finishes."""
     recipe = cfg.recipe()
     all_classes = EvalData(recipe, device)
     autocast = autocast_for(recipe, device)
@@ -532,14 +659,21 @@ def run_jobs(cfg: ZooEvalConfig, selected: dict[str, list[ZooEntry]], todo: list
         generators.diffusion_model(todo[0][1] is not None)
     bar = tqdm(total=total, initial=total - len(todo), desc="zoo eval")
     with open(out / RESULTS, "a") as f:
-        for (arch, task), group in groupby(todo, key=lambda job: job[:2]):
-            where = arch if task is None else f"{arch} {task.name}"
-            bar.set_postfix_str(f"{where}: checkpoints")
+        for task, group in groupby(todo, key=lambda job: job[1]):
             eval_data = all_classes if task is None else all_classes.for_task(task)
-            ckpts = load_checkpoints(arch, selected[arch], eval_data, device, autocast)
+            loaded: dict[str, Checkpoints] = {}
             for job in group:
+                arch = job[0]
+                where = arch if task is None else f"{arch} {task.name}"
+                sources = [arch] if arch in selected else list(selected)
+                for source in sources:
+                    if source not in loaded:
+                        bar.set_postfix_str(f"{where}: checkpoints of {source}")
+                        loaded[source] = load_checkpoints(source, selected[source], eval_data,
+                                                          device, autocast)
+                pool = [loaded[source] for source in sources]
                 bar.set_postfix_str(f"{where} {job[2]} {job[3]}")
-                row = run_one(cfg, recipe, ckpts, job, generators, eval_data, device, autocast)
+                row = run_one(cfg, recipe, pool, job, generators, eval_data, device, autocast)
                 f.write(json.dumps(row) + "\n")
                 f.flush()
                 done[row_key(job)] = row

@@ -22,6 +22,9 @@ NOISE = {"noise-0.06": 0.06, "noise-0.12": 0.12}  # relative std of the added no
 NEAREST_NOISE = {f"nearest-{method}": sigma for method, sigma in NOISE.items()}
 TASK_METHODS = ("diffusion", "nearest-task", *NEAREST_NOISE, "mean-16", "gaussian", "ghn",
                 "default")
+# The methods that can make a held-out architecture's shapes: mean-16 and gaussian need
+# checkpoints of the architecture itself.
+HELD_OUT_ARCH_METHODS = tuple(m for m in TASK_METHODS if m not in ("mean-16", "gaussian"))
 ALL_METHODS = tuple(dict.fromkeys(METHODS + TASK_METHODS))
 MEAN_OF = 16  # checkpoints per mean-16 model
 
@@ -39,6 +42,9 @@ class ZooEvalConfig:
     # what to run
     step: int | None = None  # the zoo step whose checkpoints are C; None: each arch's last
     archs: tuple[str, ...] | None = None  # zoo architecture names ("vgg-9"); None: all
+    # zoo over tasks: architectures of the zoo's families it never trained ("bnresnet-40"),
+    # evaluated on the same held-out tasks with HELD_OUT_ARCH_METHODS
+    held_out_archs: tuple[str, ...] | None = None
     # None: every method of the zoo's kind (METHODS, or TASK_METHODS for a zoo over tasks)
     methods: tuple[str, ...] | None = None
     # zoo over tasks: the held-out tasks to evaluate on: N (the first N of training.tasks.
@@ -76,6 +82,10 @@ class ZooEvalConfig:
             self.archs = as_tuple(self.archs)
             for arch in self.archs:
                 parse_arch(arch)
+        if self.held_out_archs is not None:
+            self.held_out_archs = as_tuple(self.held_out_archs)
+            for arch in self.held_out_archs:
+                parse_arch(arch)
         for name in ("samples", "diffusion_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -111,9 +121,11 @@ class ZooEvalConfig:
         if misplaced:
             raise ValueError(f"method(s) {', '.join(misplaced)} are for zoos over tasks; the zoo "
                              f"at {self.zoo} has none, its methods are {', '.join(kind)}")
-        if self.tasks is not None and not over_tasks:
-            raise ValueError(f"tasks picks held-out tasks of a zoo over tasks; the zoo at "
-                             f"{self.zoo} was built without tasks: leave tasks out")
+        for option in ("tasks", "held_out_archs"):
+            if getattr(self, option) is not None and not over_tasks:
+                raise ValueError(f"{option} is for zoos over tasks, which are evaluated on held-"
+                                 f"out tasks; the zoo at {self.zoo} was built without tasks: "
+                                 f"leave {option} out")
         return dataclasses.replace(self, methods=methods)
 
 

@@ -7,7 +7,9 @@ method, mean ± std over seeds of the mean over the held-out tasks, followed by 
 "diffusion beats X by > std": on how many held-out tasks the diffusion samples' mean over
 seeds leads X's by more than the larger of the two seed stds (as ``hyperinit eval``'s
 report marks a win), and on how many their mean overlap is lower (more novel); then the
-nearest training task of each held-out one and a line per task and method.
+nearest training task of each held-out one and a line per task and method. Held-out
+architectures (rows with ``held_out_arch``) have lines of their own, marked "(held out)",
+with the methods that made them.
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ def _pct(pair: tuple[float, float]) -> str:
 
 def _sources(cfg: ZooEvalConfig, summary: Rows) -> tuple[str, str]:
     """The zoo steps the checkpoints were taken at, and the generators, as titles name them."""
-    steps = ", ".join(dict.fromkeys(f"{s['zoo_step']} ({s['arch']})" for s in summary))
+    steps = ", ".join(dict.fromkeys(f"{s['zoo_step']} ({s['arch']})" for s in summary
+                                    if s["zoo_step"] is not None))
     return steps, f"Generator: {cfg.generator or '—'}; ghn: {cfg.ghn or 'default'}."
 
 
@@ -149,6 +152,18 @@ def _mean_overlap(rows: Rows, arch: str, task: str, method: str) -> float | None
                   if (r["arch"], r.get("task"), r["method"]) == (arch, task, method)])
 
 
+def methods_of(cfg: ZooEvalConfig, rows: Rows, arch: str) -> list[str]:
+    """The methods that made ``arch``'s models (fewer for a held-out arch), in config order."""
+    made = {r["method"] for r in rows if r["arch"] == arch}
+    return [m for m in cfg.methods if m in made]
+
+
+def arch_label(rows: Rows, arch: str) -> str:
+    """``arch``, marked when it is a held-out architecture."""
+    held = any(r.get("held_out_arch") for r in rows if r["arch"] == arch)
+    return f"{arch} (held out)" if held else arch
+
+
 def _beats_line(cfg: ZooEvalConfig, rows: Rows, arch: str, other: str) -> str:
     """"diffusion beats ``other`` by > std" on how many held-out tasks at each k, and on
     how many its overlap is lower."""
@@ -163,7 +178,7 @@ def _beats_line(cfg: ZooEvalConfig, rows: Rows, arch: str, other: str) -> str:
              for t in tasks]
     pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
     lower = sum(a < b for a, b in pairs)
-    return "| " + " | ".join([arch, f"**diffusion beats {other} by > std**",
+    return "| " + " | ".join([arch_label(rows, arch), f"**diffusion beats {other} by > std**",
                               f"{len(tasks)} tasks", *wins, "",
                               f"{lower}/{len(pairs)} lower", ""]) + " |"
 
@@ -174,7 +189,8 @@ def _nearest_lines(rows: Rows) -> list[str]:
              "|---|---|---|---|---|"]
     for r in rows:
         if r["method"] == "nearest-task" and r["sample"] == 0:
-            lines.append(f"| {r['arch']} | {r['task']} | {r['source_task']} | {r['shared']} | "
+            lines.append(f"| {arch_label(rows, r['arch'])} | {r['task']} | {r['source_task']} | "
+                         f"{r['shared']} | "
                          f"{r['source']} |")
     return lines if len(lines) > 2 else []
 
@@ -191,13 +207,15 @@ def make_task_table(cfg: ZooEvalConfig, rows: Rows, summary: Rows) -> str:
     for arch in dict.fromkeys(r["arch"] for r in rows):
         for item in _over_tasks(cfg, rows, summary, arch):
             lines.append("| " + " | ".join(item) + " |")
-        if "diffusion" in cfg.methods:
-            lines += [_beats_line(cfg, rows, arch, m) for m in cfg.methods if m != "diffusion"]
+        methods = methods_of(cfg, rows, arch)
+        if "diffusion" in methods:
+            lines += [_beats_line(cfg, rows, arch, m) for m in methods if m != "diffusion"]
     detail = ["| arch | task | method | models | " + " | ".join(ks) + " | distance | overlap |",
               "|" + "---|" * (len(ks) + 6)]
     for s in summary:
         acc = [_pct((100 * a["mean"], 100 * a["std"])) for a in s["accuracy"].values()]
-        detail.append("| " + " | ".join([s["arch"], s["task"], _method(s), str(s["models"]),
+        detail.append("| " + " | ".join([arch_label(rows, s["arch"]), s["task"], _method(s),
+                                         str(s["models"]),
                                          *acc, _num(s.get("distance"), 3),
                                          _num(s.get("overlap"), 3)]) + " |")
     nearest = _nearest_lines(rows)
@@ -211,7 +229,7 @@ def make_task_table(cfg: ZooEvalConfig, rows: Rows, summary: Rows) -> str:
              "(seconds to make one model), are means over the models. \"diffusion beats X by > "
              "std\": on how many tasks the diffusion samples' mean leads X's by more than the "
              "larger of the two seed stds, at each k; under overlap, on how many their overlap "
-             f"is lower (more novel). {generators}\n\n")
+             f"is lower (more novel). {_held_out_note(rows)}{generators}\n\n")
     parts = [title + "\n".join(lines)]
     if nearest:
         parts.append("Nearest training task of each held-out task (the nearest-task "
@@ -221,17 +239,27 @@ def make_task_table(cfg: ZooEvalConfig, rows: Rows, summary: Rows) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def _held_out_note(rows: Rows) -> str:
+    """What the title says of held-out architectures, if there are any."""
+    if not any(r.get("held_out_arch") for r in rows):
+        return ""
+    return ("Held-out architectures (no checkpoint of their own): their nearest-task models "
+            "are the nearest training task's checkpoint of any zoo arch by weight selection "
+            "(each tensor of the same name gives its leading block), their distance is "
+            "undefined (—) and their overlap is against every training checkpoint. ")
+
+
 def _over_tasks(cfg: ZooEvalConfig, rows: Rows, summary: Rows, arch: str) -> list[list[str]]:
     """The cells of ``arch``'s lines of each method, over the held-out tasks."""
     out = []
-    for method in cfg.methods:
+    for method in methods_of(cfg, rows, arch):
         mine = [r for r in rows if r["arch"] == arch and r["method"] == method]
         items = [s for s in summary if s["arch"] == arch and s["method"] == method]
         acc = [_pct(mean_std(per_seed(rows, arch, method, str(k)))) for k in cfg.ks]
         seconds = {"sample_seconds": _mean([r["sample_seconds"] for r in mine])}
         if "sample_seconds_one" in mine[0]:
             seconds["sample_seconds_one"] = _mean([r["sample_seconds_one"] for r in mine])
-        out.append([arch, _method(items[0]), str(len(mine)), *acc,
+        out.append([arch_label(rows, arch), _method(items[0]), str(len(mine)), *acc,
                     _num(_mean([r["distance"] for r in mine]), 3),
                     _num(_mean([r["overlap"] for r in mine]), 3), _seconds(seconds)])
     return out
@@ -260,7 +288,8 @@ def plot_novelty(cfg: ZooEvalConfig, rows: Rows, path: Path) -> Path:
                     ax.scatter(*zip(*points, strict=True), label=method, alpha=0.8,
                                color=f"C{cfg.methods.index(method)}")
             ax.set(xlabel="prediction overlap with the nearest training checkpoint",
-                   ylabel=f"test accuracy (%) at k={k}", title=f"{arch}, k={k}")
+                   ylabel=f"test accuracy (%) at k={k}",
+                   title=f"{arch_label(rows, arch)}, k={k}")
             ax.legend(fontsize=8)
     save_figure(fig, path)
     return path
@@ -272,11 +301,11 @@ def plot_steps(cfg: ZooEvalConfig, rows: Rows, path: Path) -> Path:
     panels = {}
     for arch in dict.fromkeys(r["arch"] for r in rows):
         series = {}
-        for method in cfg.methods:
+        for method in methods_of(cfg, rows, arch):
             means, stds = zip(*(mean_std(per_seed(rows, arch, method, str(k))) for k in cfg.ks),
                               strict=True)
             series[method] = (list(cfg.ks), list(means), list(stds))
-        panels[arch] = series
+        panels[arch_label(rows, arch)] = series
     tasks = len({r.get("task") for r in rows} - {None})
     over = f"of the mean over {tasks} held-out tasks " if tasks else ""
     return plot_series(panels, path, "training steps", "test accuracy (%)", cfg.methods,
