@@ -207,8 +207,9 @@ class DiffusionConfig:
     ``chunk`` is the token size; ``positions`` the number of position-in-tensor embeddings
     (later chunks share the last one); ``graph_layers`` the depth of the graph encoder;
     ``task_dim`` the length of the task descriptors the model is conditioned on (0:
-    unconditional) and ``cond_drop`` the probability of dropping the task in training
-    (classifier-free guidance); ``stats_weight``
+    unconditional), ``task_classes`` what each position stands for (the zoo's class names,
+    so a task may be named; None: unnamed) and ``cond_drop`` the probability of dropping the
+    task in training (classifier-free guidance); ``stats_weight``
     weighs the per-tensor stats loss against the denoising loss; ``prediction_type`` is
     what the denoiser outputs (:func:`default_scheduler`).
 
@@ -226,6 +227,7 @@ class DiffusionConfig:
     graph_layers: int = 2
     positions: int = 1024
     task_dim: int = 0
+    task_classes: tuple[str, ...] | None = None
     cond_drop: float = 0.1
     stats_weight: float = 0.1
     prediction_type: str = "epsilon"
@@ -245,6 +247,15 @@ class DiffusionConfig:
         if self.task_dim < 0 or not 0 <= self.cond_drop <= 1:
             raise ValueError(f"task_dim must be at least 0 (0: unconditional) and cond_drop in "
                              f"0..1, got task_dim={self.task_dim}, cond_drop={self.cond_drop}")
+        if self.task_classes is not None:
+            self.task_classes = tuple(self.task_classes)  # config.json has a list
+            names = self.task_classes
+            if (len(names) != self.task_dim or len(set(names)) != len(names)
+                    or not all(isinstance(n, str) and n and "," not in n and "-" not in n
+                               for n in names)):
+                raise ValueError(f"task_classes must be {self.task_dim} distinct names (one per "
+                                 "task_dim position, without commas or dashes) or None, got "
+                                 f"{list(names)}")
 
     @property
     def train_tokens(self) -> int | None:
@@ -350,6 +361,10 @@ class WeightDiffusion(Generator):
     @property
     def task_dim(self) -> int:
         return self.config.task_dim
+
+    @property
+    def task_classes(self) -> tuple[str, ...] | None:
+        return self.config.task_classes
 
     def _tensor_features(self, meta: TokenMeta, node_emb: torch.Tensor) -> torch.Tensor:
         """``(params, hidden)``: what is known of each tensor before its values."""

@@ -104,8 +104,27 @@ class Described(Protocol):
     def descriptor(self) -> torch.Tensor: ...
 
 
-# A task: anything with a descriptor(), or the descriptor itself (a 1-D vector of numbers).
-TaskLike = Described | torch.Tensor | Sequence[float]
+# A task: anything with a descriptor(), the descriptor itself (a 1-D vector of numbers), or,
+# for a generator that names its descriptor's classes, the text naming the task's classes.
+TaskLike = Described | torch.Tensor | Sequence[float] | str
+
+
+def class_indices(text: str, classes: Sequence[str]) -> list[int]:
+    """The classes ``text`` names, as indices into ``classes``, in the order given: class
+    names or indices, separated by commas or dashes (``"cat,dog,ship"``, ``"3,5,8"``,
+    ``"3-5-8"``). A ValueError names the first part that is neither."""
+    out = []
+    for part in (p.strip() for p in text.replace("-", ",").split(",")):
+        if not part:
+            continue
+        if part.isdigit() and int(part) < len(classes):
+            out.append(int(part))
+        elif part in classes:
+            out.append(list(classes).index(part))
+        else:
+            raise ValueError(f"unknown class {part!r} in task {text!r}: use class names "
+                             f"({', '.join(classes)}) or their indices 0-{len(classes) - 1}")
+    return out
 
 
 def register(kind: str, target: str) -> None:
@@ -167,22 +186,34 @@ class Generator(nn.Module):
         task)."""
         return 0
 
+    @property
+    def task_classes(self) -> tuple[str, ...] | None:
+        """What each position of the task descriptor stands for, when the generator records
+        it (a zoo's class names): then a task may be given as the text naming its classes."""
+        return None
+
     def task_vector(self, task: TaskLike) -> torch.Tensor:
         """``task``'s descriptor as the float32 vector of :attr:`task_dim` values the
-        generator is conditioned on: from its ``descriptor()``, or the vector itself.
+        generator is conditioned on: from its ``descriptor()``, the vector itself, or, for a
+        generator with :attr:`task_classes`, the text naming its classes (``"cat,dog,ship"``:
+        1 at each named class, else 0).
 
         :class:`TaskError` saying what is accepted for a generator that takes no task, for
-        anything but a 1-D sequence of numbers, and for a descriptor of another size.
+        anything but a 1-D sequence of numbers or such a text, for unknown class names, and
+        for a descriptor of another size.
         """
         if not self.task_dim:
             raise TaskError(
                 f"{self.id} is {self.untasked}: it takes no task. Leave the task out, or use "
                 "a weight-diffusion generator trained on a zoo over tasks (task_dim > 0 in its "
                 "config.json)")
+        if isinstance(task, str):
+            return self._named_task(task)
         value = task.descriptor() if hasattr(task, "descriptor") else task
         if isinstance(value, int | float | str):
-            raise TaskError(f"a task is a training.tasks.Task (anything with a descriptor()) "
-                            f"or a descriptor vector of {self.task_dim} numbers, got {value!r}")
+            raise TaskError(f"a task is a training.tasks.Task (anything with a descriptor()), "
+                            f"a descriptor vector of {self.task_dim} numbers, or the names of "
+                            f"its classes, got {value!r}")
         try:
             vector = torch.as_tensor(value, dtype=torch.float32).cpu()
         except (TypeError, ValueError, RuntimeError) as err:
@@ -193,6 +224,23 @@ class Generator(nn.Module):
                             f"(shape ({self.task_dim},)), got shape {tuple(vector.shape)}")
         if not torch.isfinite(vector).all():
             raise TaskError(f"the task descriptor has non-finite values: {vector.tolist()}")
+        return vector
+
+    def _named_task(self, text: str) -> torch.Tensor:
+        """The descriptor of the task whose classes ``text`` names (:func:`class_indices`)."""
+        if not self.task_classes:
+            raise TaskError(f"{self.id} does not name the classes of its task descriptors (no "
+                            f"task_classes in its config.json), so the task {text!r} cannot be "
+                            f"read: give its descriptor, {self.task_dim} numbers")
+        try:
+            picked = class_indices(text, self.task_classes)
+        except ValueError as err:
+            raise TaskError(str(err)) from None
+        if not picked:
+            raise TaskError(f"the task {text!r} names no class: name some of "
+                            f"{', '.join(self.task_classes)}")
+        vector = torch.zeros(self.task_dim)
+        vector[picked] = 1.0
         return vector
 
     # ----- identity -------------------------------------------------------------------

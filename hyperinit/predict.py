@@ -59,11 +59,17 @@ class InitTask:
 def resolve_task(generator: Generator, task: TaskLike | None) -> InitTask | None:
     """``task`` checked against ``generator`` before any work (``Generator.task_vector``:
     :class:`~hyperinit.errors.TaskError` for a generator that takes no task or a descriptor
-    of the wrong size), with its name if it has a string ``name``; None for no task."""
+    of the wrong size), with its name if it has a string ``name`` (a task given by its
+    classes' names is named by them, ``"cat,dog,ship"``, in the generator's order); None
+    for no task."""
     if task is None:
         return None
+    vector = generator.task_vector(task)
+    if isinstance(task, str):
+        named = zip(generator.task_classes, vector.tolist(), strict=True)
+        return InitTask(vector, ",".join(c for c, v in named if v))
     name = getattr(task, "name", None)
-    return InitTask(generator.task_vector(task), name if isinstance(name, str) else None)
+    return InitTask(vector, name if isinstance(name, str) else None)
 
 
 def _tensors(generator: Generator, graph: ArchGraph, seed: int, noise: float,

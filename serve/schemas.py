@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+)
 
 from graphs.specs import NUM_CLASSES_MAX, check_finite
 from hyperinit.validation import SEED_MAX
@@ -12,7 +20,19 @@ from hyperinit.validation import SEED_MAX
 Dtype = Literal["float32", "float16", "bfloat16"]
 REQUEST_FIELDS = ("arch", "num_classes", "seed", "noise", "generator", "dtype", "config", "task")
 TASK_DIM_MAX = 1024  # longest task descriptor a request may send
+TASK_TEXT_MAX = 1000  # longest task a request may name
 DescriptorValue = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Descriptor = Annotated[list[DescriptorValue], Field(min_length=1, max_length=TASK_DIM_MAX)]
+TaskText = Annotated[str, Field(strict=True, min_length=1, max_length=TASK_TEXT_MAX)]
+
+
+def _task_form(value: Any) -> str:
+    """Which form a request's task has, so errors say ``task.names`` or ``task.descriptor``."""
+    return "names" if isinstance(value, str) else "descriptor"
+
+
+Task = Annotated[Annotated[Descriptor, Tag("descriptor")] | Annotated[TaskText, Tag("names")],
+                 Discriminator(_task_form)]
 
 
 class InitRequest(BaseModel):
@@ -26,6 +46,8 @@ class InitRequest(BaseModel):
                   "num_hidden_layers": 2, "num_attention_heads": 4}, "seed": 7},
         {"arch": "torchvision:resnet18", "num_classes": 3,
          "generator": "my-task-diffusion", "task": [0, 0, 0, 1, 0, 1, 0, 0, 1, 0]},
+        {"arch": "torchvision:resnet18", "num_classes": 3,
+         "generator": "my-task-diffusion", "task": "cat,dog,ship"},
     ]})
 
     arch: str | dict[str, Any] = Field(
@@ -57,18 +79,20 @@ class InitRequest(BaseModel):
         description="Constructor keyword arguments (torchvision, timm) or `transformers` config "
                     "overrides (hf), as JSON values.",
         examples=[{"n_layer": 2, "n_embd": 128, "n_head": 4}])
-    task: list[DescriptorValue] | None = Field(
-        default=None, min_length=1, max_length=TASK_DIM_MAX,
-        description="The task the init is for, as its descriptor vector, for a generator "
-                    "conditioned on tasks (a weight-diffusion model trained on a zoo over "
-                    "tasks; its `config.task_dim` in `GET /v1/generators` is the length). "
-                    "For CIFAR-10 class-subset tasks: 1 for each class the task holds, in "
-                    "CIFAR-10's order (airplane, automobile, bird, cat, deer, dog, frog, horse, "
-                    "ship, truck), else 0, as `training.tasks.Task.descriptor()` makes it: "
-                    "`[0,0,0,1,0,1,0,0,1,0]` is cat, dog, ship. Default: no task. A generator "
-                    "that takes no task (a hypernetwork, an unconditional diffusion model), or "
-                    "a descriptor of another length, is refused (422 `invalid_task`).",
-        examples=[[0, 0, 0, 1, 0, 1, 0, 0, 1, 0]])
+    task: Task | None = Field(
+        default=None,
+        description="The task the init is for, for a generator conditioned on tasks (a "
+                    "weight-diffusion model trained on a zoo over tasks): its descriptor "
+                    "vector, whose length is the generator's `config.task_dim` in `GET "
+                    "/v1/generators`, or, when that config has `task_classes`, the names or "
+                    "indices of the task's classes, comma-separated. For CIFAR-10 class-subset "
+                    "tasks the descriptor is 1 for each class the task holds, in CIFAR-10's "
+                    "order (airplane, automobile, bird, cat, deer, dog, frog, horse, ship, "
+                    "truck), else 0: `[0,0,0,1,0,1,0,0,1,0]` is `\"cat,dog,ship\"`. Default: "
+                    "no task. A generator that takes no task (a hypernetwork, an unconditional "
+                    "diffusion model), a descriptor of another length, or a class it does not "
+                    "name is refused (422 `invalid_task`).",
+        examples=[[0, 0, 0, 1, 0, 1, 0, 0, 1, 0], "cat,dog,ship"])
 
     @field_validator("arch", "config")
     @classmethod

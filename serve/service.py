@@ -169,7 +169,8 @@ class InitService:
         return InitJob(spec, generator, request.seed, noise, request.dtype, task,
                        request_key(fields))
 
-    def _task(self, generator: LoadedGenerator, task: list[float] | None) -> InitTask | None:
+    def _task(self, generator: LoadedGenerator, task: list[float] | str | None,
+              ) -> InitTask | None:
         """The request's task checked against its generator; 422 ``invalid_task`` saying
         what was wrong and listing this server's generators that take a task."""
         try:

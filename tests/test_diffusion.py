@@ -242,7 +242,8 @@ def test_task_arguments_are_checked(graph, zoo):
     conditional = WeightDiffusion(DiffusionConfig(**{**asdict(TINY), "task_dim": 3}))
     with pytest.raises(ValueError, match=r"descriptors of 3 values .*got shape \(2,\)"):
         sample_state_dicts(conditional, graph, task=[1.0, 0.0])
-    with pytest.raises(ValueError, match="or a descriptor vector of 3 numbers, got 1"):
+    with pytest.raises(ValueError, match="a descriptor vector of 3 numbers, or the names of "
+                                         "its classes, got 1"):
         sample_state_dicts(conditional, graph, task=1)
     with pytest.raises(ValueError, match="non-finite"):
         sample_state_dicts(conditional, graph, task=[1.0, float("nan"), 0.0])

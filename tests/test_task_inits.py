@@ -108,7 +108,11 @@ def test_a_generator_without_tasks_refuses_one_before_writing(kind: str, tmp_pat
 BAD_TASKS = {
     "too short": ([1.0, 0.0, 1.0], r"descriptors of 10 values \(shape \(10,\)\), got shape \(3,\)"),
     "a matrix": ([CAT_DOG_SHIP_VECTOR], r"got shape \(1, 10\)"),
-    "a name": ("cat,dog,ship", "a training.tasks.Task .* or a descriptor vector of 10 numbers"),
+    "a number": (3, "a training.tasks.Task .*, a descriptor vector of 10 numbers, or the "
+                    "names of its classes, got 3"),
+    "an unknown class": ("cat,lion", r"unknown class 'lion' in task 'cat,lion': use class "
+                                     r"names \(airplane, .*, truck\) or their indices 0-9"),
+    "no class": (" , ", "the task ' , ' names no class: name some of airplane, automobile"),
     "not numbers": (["cat"] * 10, "a task descriptor is a vector of 10 numbers"),
     "not finite": ([float("nan")] * 10, "non-finite"),
 }
@@ -119,6 +123,30 @@ def test_a_bad_task_is_refused_saying_what_is_accepted(name: str, task_model: Pa
     task, message = BAD_TASKS[name]
     with pytest.raises(hyperinit.TaskError, match=message):
         hyperinit.predict_state_dict(ARCH, task_model, task=task, **BNRESNET)
+
+
+def test_a_task_named_by_its_classes_is_that_task(task_model: Path, tmp_path: Path):
+    config = json.loads((task_model / "config.json").read_text())
+    assert config["task_classes"][3] == "cat" and len(config["task_classes"]) == 10
+    reference, _ = _init(tmp_path / "a.safetensors", task_model, task=CAT_DOG_SHIP)
+    for text in ("cat,dog,ship", "ship, cat, dog", "3-5-8", "dog,8,3"):
+        tensors, meta = _init(tmp_path / "b.safetensors", task_model, task=text)
+        assert _same(tensors, reference), text
+        assert json.loads(meta["hyperinit.task"]) == {"descriptor": CAT_DOG_SHIP_VECTOR,
+                                                      "name": "cat,dog,ship"}
+
+
+def test_names_need_a_generator_that_names_its_classes(tmp_path: Path):
+    unnamed = WeightDiffusion(DiffusionConfig(chunk=16, hidden=16, layers=1, heads=2,
+                                              graph_layers=1, task_dim=10))
+    with pytest.raises(hyperinit.TaskError, match="does not name the classes of its task "
+                                                  r"descriptors \(no task_classes in its "
+                                                  r"config.json\), so the task 'cat,dog' cannot "
+                                                  "be read: give its descriptor, 10 numbers"):
+        hyperinit.predict_state_dict(ARCH, unnamed, task="cat,dog", **BNRESNET)
+    for bad in (("a", "b"), tuple("abcdefghia"), (*"abcdefghi", "j,k")):
+        with pytest.raises(ValueError, match="task_classes must be 10 distinct names"):
+            DiffusionConfig(task_dim=10, task_classes=bad)
 
 
 # ----- command line -------------------------------------------------------------------------
@@ -180,7 +208,7 @@ def server(task_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield served
 
 
-def _gpt2(task: list | None = None, generator: str = "tiny-tasks") -> dict:
+def _gpt2(task: list | str | int | None = None, generator: str = "tiny-tasks") -> dict:
     body = {"arch": "hf:gpt2", "config": TINY_GPT2, "generator": generator}
     return body if task is None else {**body, "task": task}
 
@@ -206,15 +234,25 @@ def test_the_service_makes_an_init_per_task(server: Server):
             for task in (CAT_DOG_SHIP_VECTOR, PLANE_CAR_BIRD.descriptor().tolist(), None)}
     assert len(keys) == 3
 
+    named = server.client.post("/v1/inits", json=_gpt2("ship,cat,dog"))
+    assert named.status_code == 200, named.text
+    assert _same(load(named.content), tensors)  # the same task as its descriptor
+    header = json.loads(named.content[8:8 + int.from_bytes(named.content[:8], "little")])
+    assert json.loads(header["__metadata__"]["hyperinit.task"]) == \
+        {"descriptor": CAT_DOG_SHIP_VECTOR, "name": "cat,dog,ship"}
+
 
 BAD_TASK_REQUESTS = {
     "task for a hypernetwork": (_gpt2(CAT_DOG_SHIP_VECTOR, "untrained"), "invalid_task",
                                 "graph hypernetwork"),
     "wrong length": (_gpt2([1, 0, 1]), "invalid_task", "descriptors of 10 values"),
-    "empty": (_gpt2([]), "invalid_request", "task: List should have at least 1 item"),
-    "not numbers": (_gpt2(["cat"] * 10), "invalid_request", "task.0: Input should be a valid"),
-    "a name": (_gpt2("cat,dog,ship"), "invalid_request", "task: Input should be a valid list"),
-    "booleans": (_gpt2([True] * 10), "invalid_request", "task.0: Input should be a valid"),
+    "empty": (_gpt2([]), "invalid_request", "task.descriptor: List should have at least 1 item"),
+    "not numbers": (_gpt2(["cat"] * 10), "invalid_request",
+                    "task.descriptor.0: Input should be a valid"),
+    "an unknown class": (_gpt2("cat,lion"), "invalid_task", "unknown class 'lion'"),
+    "a number": (_gpt2(3), "invalid_request", "task.descriptor: Input should be a valid list"),
+    "an empty name": (_gpt2(""), "invalid_request", "task.names: String should have at least 1"),
+    "booleans": (_gpt2([True] * 10), "invalid_request", "task.descriptor.0: Input should be"),
 }
 
 
@@ -234,6 +272,7 @@ def test_the_openapi_schema_documents_the_task(server: Server):
     schema = server.client.get("/openapi.json").json()
     task = schema["components"]["schemas"]["InitRequest"]["properties"]["task"]
     assert "descriptor" in task["description"] and "invalid_task" in task["description"]
-    assert task["examples"] == [CAT_DOG_SHIP_VECTOR]
+    assert task["examples"] == [CAT_DOG_SHIP_VECTOR, "cat,dog,ship"]
+    assert "task_classes" in task["description"]
     post = schema["paths"]["/v1/inits"]["post"]
     assert "invalid_task" in post["responses"]["422"]["description"]

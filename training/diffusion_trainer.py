@@ -7,7 +7,8 @@ timesteps and regresses the noise or the clean tokens, as ``prediction_type`` sa
 
 A zoo over tasks (``hyperinit zoo build tasks=K``) makes a task-conditioned model: each
 checkpoint is fed its recorded task's descriptor (``task_dim`` is the descriptor's length,
-10), and checkpoints without a task, trained on every class, that of the ten-way task. A
+10, and ``task_classes`` CIFAR-10's class names, so users may name a task), and checkpoints
+without a task, trained on every class, that of the ten-way task. A
 zoo without tasks makes an unconditional model, as before. Everything else, from resume to
 DDP, is :class:`training.trainer.Trainer`'s.
 """
@@ -18,6 +19,7 @@ import torch
 
 from hyperinit.diffusion import DiffusionConfig, WeightDiffusion, WeightTokenizer, diffusion_loss
 
+from .data import CIFAR10_CLASSES
 from .tasks import EVERY_CLASS
 from .trainer import Trainer
 from .zoo import arch_graph, load_zoo, record_classes, select_checkpoints
@@ -35,8 +37,9 @@ class DiffusionTrainer(Trainer):
         self.tasks = None  # the descriptor of each sample's task, for a zoo over tasks
         if any(e.task is not None for e in entries):
             self.tasks = [(e.task or EVERY_CLASS).descriptor() for e in entries]
-        task_dim = {"task_dim": len(self.tasks[0])} if self.tasks else {}
-        self.model_config = DiffusionConfig(**self.cfg.size(), **task_dim)
+        tasks = ({"task_dim": len(CIFAR10_CLASSES), "task_classes": CIFAR10_CLASSES}
+                 if self.tasks else {})
+        self.model_config = DiffusionConfig(**self.cfg.size(), **tasks)
         tokenizer = WeightTokenizer(self.model_config.chunk)
         self.samples = [tokenizer.encode(e.state_dict(),
                                          arch_graph(e.record["arch"], record_classes(e.record)))

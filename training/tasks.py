@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from hyperinit.generator import class_indices
+
 from .data import CIFAR10_CLASSES
 
 HELD_OUT_PER_WAY = 12  # held-out tasks of each size k
@@ -40,18 +42,7 @@ class Task:
     def parse(cls, text: str) -> Task:
         """A task from its :attr:`name` or a comma-separated list of class names or indices
         (``"cifar10-0-3-5"``, ``"airplane,cat,dog"``, ``"0,3,5"``)."""
-        body = text.removeprefix("cifar10-")
-        parts = [p.strip() for p in body.replace("-", ",").split(",") if p.strip()]
-        classes = []
-        for part in parts:
-            if part.isdigit():
-                classes.append(int(part))
-            elif part in CIFAR10_CLASSES:
-                classes.append(CIFAR10_CLASSES.index(part))
-            else:
-                raise ValueError(f"unknown class {part!r} in task {text!r}: use CIFAR-10 class "
-                                 f"names ({', '.join(CIFAR10_CLASSES)}) or their indices 0-9")
-        return cls(tuple(classes))
+        return cls(tuple(class_indices(text.removeprefix("cifar10-"), CIFAR10_CLASSES)))
 
     @property
     def name(self) -> str:
