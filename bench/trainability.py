@@ -22,7 +22,11 @@ every weight of two or more dimensions but the head, in the ``(out, in * kh * kw
   default init;
 * ``he-above:N``, ``default-above:N`` — the prediction with every weight of more than N
   values replaced by He init (what a generator with ``PredictDefaults.max_numel`` N gives),
-  or by the default init.
+  or by the default init;
+* ``layer-scale:V`` — the prediction with every layer scale (graph role ``scale``,
+  ConvNeXt's ``layer_scale``) set to V (``1e-6``: the default init's). Give a generator
+  folder whose ``config.json`` has ``scale_by_depth`` false to see the bare prediction's
+  layer scales under ``predicted``.
 
 Architectures are held-out names (``vgg-1000000``, ``resnet18-cifar``) or specs with 10
 classes (``torchvision:resnet18``). ``--train-samples 5000 --test-samples 1000 --batch-size
@@ -46,7 +50,7 @@ from torch import nn
 import graphs
 import hyperinit
 from hyperinit.decoder import fan_in
-from hyperinit.predict import cap_gain, he_weight
+from hyperinit.predict import cap_gain, he_weight, layer_scales
 from training import evaluate, samplers
 from training.trainer import participation_ratio
 
@@ -91,7 +95,7 @@ def _he(w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 def probe(spec: str) -> Probe | str:
     """The weight probe named by ``spec``, or the name of a whole-model one."""
     kind, _, arg = spec.partition(":")
-    if spec in ("predicted", "default", "bn", "head"):
+    if spec in ("predicted", "default", "bn", "head") or (kind == "layer-scale" and arg):
         return spec
     if spec == "rescale":
         return _like
@@ -110,8 +114,8 @@ def probe(spec: str) -> Probe | str:
     if kind == "default-above" and arg:
         return _above(int(arg), lambda w, d: d)
     raise ValueError(f"unknown probe {spec!r}: expected predicted, default, rescale, spectral:G, "
-                     "rownorm, flat:R, add:C, lowrank:R, bn, head, he-above:N or "
-                     "default-above:N")
+                     "rownorm, flat:R, add:C, lowrank:R, bn, head, he-above:N, "
+                     "default-above:N or layer-scale:V")
 
 
 def weights(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -141,6 +145,10 @@ def apply(spec: str, predicted: nn.Module, default: nn.Module) -> nn.Module:
             for name, p in model.named_parameters():
                 if name.rpartition(".")[0] == head.rpartition(".")[0]:
                     p.copy_(ref[name])
+        elif chosen.startswith("layer-scale:"):
+            graph = graphs.build(model, (torch.zeros(2, 3, 32, 32),))
+            for name in layer_scales(graph):
+                model.get_parameter(name).fill_(float(chosen.partition(":")[2]))
     return model
 
 

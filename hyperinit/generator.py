@@ -72,12 +72,19 @@ class PredictDefaults:
     Such a network whose layers each amplify a little more than the default's diverges
     under a learning rate the default init trains with; where normalization layers reset
     the scale, the cap only slowed training. None: no cap.
+    ``scale_by_depth`` divides every predicted layer scale (a learned per-channel multiplier
+    of a residual branch, graph role ``scale``: ConvNeXt's ``layer_scale``) by the square
+    root of how many the network has, so its residual branches together add the variance
+    one branch would, whatever the depth. A generator trained on shallow networks predicts
+    layer scales near 1 (the default init is 1e-6); in ConvNeXt-T's 18 blocks that made SGD
+    diverge.
     """
 
     noise: float = 0.0
     orth: bool = False
     max_numel: int | None = None
     max_gain: float | None = None
+    scale_by_depth: bool = False
 
     def __post_init__(self) -> None:
         if self.max_numel is not None and (
@@ -90,12 +97,17 @@ class PredictDefaults:
                 or not math.isfinite(self.max_gain) or self.max_gain <= 0):
             raise ValueError(f"max_gain must be a number above 0, or null for no cap; got "
                              f"{self.max_gain!r}")
+        if not isinstance(self.scale_by_depth, bool):
+            raise ValueError(f"scale_by_depth must be true or false; got "
+                             f"{self.scale_by_depth!r}")
 
-    def limits(self) -> dict[str, int | float]:
-        """The limits that are set, ``max_numel`` and ``max_gain``, by name: what an init's
-        metadata and the generator's id record of them."""
-        return {key: value for key, value in (("max_numel", self.max_numel),
-                                              ("max_gain", self.max_gain)) if value is not None}
+    def limits(self) -> dict[str, int | float | bool]:
+        """The rules on predictions that are set, ``max_numel``, ``max_gain`` and
+        ``scale_by_depth``, by name: what an init's metadata and the generator's id record
+        of them."""
+        rules = (("max_numel", self.max_numel), ("max_gain", self.max_gain),
+                 ("scale_by_depth", self.scale_by_depth or None))
+        return {key: value for key, value in rules if value is not None}
 
 
 class Described(Protocol):

@@ -82,7 +82,9 @@ def _tensors(generator: Generator, graph: ArchGraph, seed: int, noise: float,
     Weights larger than the generator's ``max_numel`` (:func:`too_large`) get
     :func:`he_weight` instead, with neither noise nor orthogonalization. Last, with a
     ``max_gain`` and an architecture without normalization layers, every predicted weight
-    but the head is capped (:func:`cap_gain`); He init is left as it is.
+    but the head is capped (:func:`cap_gain`); He init is left as it is. With
+    ``scale_by_depth``, layer scales are divided by the root of their count
+    (:func:`layer_scales`).
 
     The seed draws ``eps``, the He-init weights and whatever randomness the generator
     itself has (none for a GHN, whose prediction is deterministic; the sampling noise of a
@@ -95,13 +97,23 @@ def _tensors(generator: Generator, graph: ArchGraph, seed: int, noise: float,
     capped = set()
     if max_gain is not None and not any(node.op in NORM_OPS for node in graph.nodes):
         capped = orth_names(graph) - large.keys()
+    scales = layer_scales(graph) if generator.defaults.scale_by_depth else set()
     rng = torch.Generator().manual_seed(int(seed))
     for name, tensor in generator.iter_tensors(graph, seed, task):
         if name in large:
             tensor = he_weight(tensor, large[name], rng)
         else:
             tensor = finish(tensor, roles[name], noise, rng, orth=name in orth, inplace=True)
+        if name in scales:
+            tensor = tensor.div_(math.sqrt(len(scales)))
         yield name, cap_gain(tensor, max_gain) if name in capped else tensor
+
+
+def layer_scales(graph: ArchGraph) -> set[str]:
+    """The layer scales of ``graph`` (role ``scale``: per-channel multipliers of residual
+    branches), which a generator with ``PredictDefaults.scale_by_depth`` divides by the
+    square root of their number."""
+    return {p.name for p in graph.params if p.role == "scale"}
 
 
 def too_large(graph: ArchGraph, max_numel: int | None) -> dict[str, int]:

@@ -131,9 +131,11 @@ class GeneratorInfo(BaseModel):
                   "decoder": "index"}])
     defaults: dict[str, bool | int | float | str | None] = Field(
         description="The checkpoint's prediction defaults (PredictDefaults): the noise a "
-                    "request without `noise` gets, the largest weight it predicts and the "
-                    "cap on each weight's gain.",
-        examples=[{"noise": 0.5, "orth": False, "max_numel": None, "max_gain": None}])
+                    "request without `noise` gets, the largest weight it predicts, the "
+                    "cap on each weight's gain and whether layer scales are divided by the "
+                    "root of their number.",
+        examples=[{"noise": 0.5, "orth": False, "max_numel": None, "max_gain": None,
+                   "scale_by_depth": False}])
 
 
 class GeneratorList(BaseModel):

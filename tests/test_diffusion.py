@@ -192,7 +192,8 @@ def test_save_and_load_give_identical_samples_and_schedule(tmp_path, graph, trai
         model.scheduler.register_to_config(beta_end=2e-2)
     assert json.loads((tmp_path / "config.json").read_text()) == {
         "kind": "weight-diffusion", **asdict(TINY), "defaults": {"noise": 0.0, "orth": False,
-                                                         "max_numel": None, "max_gain": None}}
+                                                         "max_numel": None, "max_gain": None,
+                                                         "scale_by_depth": False}}
     assert (tmp_path / SCHEDULER_FILE).is_file()
     assert loaded.scheduler.config.beta_end == 0.03
     assert loaded.scheduler.config.beta_schedule == "linear"

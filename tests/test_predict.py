@@ -24,6 +24,7 @@ import hyperinit
 from hyperinit.catalog import SHIPPED, default_generator
 from hyperinit.decoder import matrix_shape, normalized_product
 from hyperinit.predict import NOISE_CHUNK, add_noise, default_gain, orth_names, orthogonalize
+from training.samplers.blocks import ConvNeXtBlock
 
 TINY = hyperinit.GHNConfig(hidden=16, layers=1, heads=2, rank=4, features=8)
 # One or two of each family; the slow tier runs all 80 torchvision classifiers with each
@@ -82,6 +83,7 @@ def test_the_shipped_generators_are_there():
     assert default_generator() == "ghn-cifar10"
     shipped = hyperinit.load_generator("ghn-cifar10").defaults  # from its config.json
     assert shipped.noise == 0.0 and shipped.max_numel == 512 * 512 and shipped.max_gain == 1.0
+    assert shipped.scale_by_depth
 
 
 def test_the_shipped_generators_are_package_data():
@@ -399,10 +401,44 @@ def test_max_gain_caps_every_predicted_weight_but_the_head(tmp_path, ghn):
         assert f.metadata()["hyperinit.max_gain"] == "0.5"
 
 
+def _convnext(blocks: int) -> torch.nn.Sequential:
+    """A patchify stem, ``blocks`` ConvNeXt blocks (each with a layer scale) and a head."""
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 16, 2, 2),
+                               *(ConvNeXtBlock(16, 2) for _ in range(blocks)),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(16, 10))
+
+
+def test_scale_by_depth_divides_each_layer_scale_by_the_root_of_their_number(tmp_path, ghn):
+    for folder, by_depth in (("plain", False), ("deep", True)):
+        made = hyperinit.GraphHyperNetwork(TINY, hyperinit.PredictDefaults(
+            scale_by_depth=by_depth))
+        made.load_state_dict(ghn.state_dict())
+        made.eval().save_pretrained(tmp_path / folder)
+    plain, deep = (hyperinit.load_generator(tmp_path / f) for f in ("plain", "deep"))
+    assert deep.defaults.scale_by_depth and deep.id.endswith("+scale_by_depth=True")
+    assert "scale_by_depth" not in plain.id
+    for blocks in (1, 4, 9):
+        full = hyperinit.predict_state_dict(_convnext(blocks), plain)
+        scaled = hyperinit.predict_state_dict(_convnext(blocks), deep)
+        gammas = [name for name in full if name.endswith("gamma")]
+        assert len(gammas) == blocks
+        for name, value in scaled.items():
+            expected = full[name] / blocks ** 0.5 if name in gammas else full[name]
+            assert torch.allclose(value, expected, rtol=1e-6, atol=0), name
+    cnn = [hyperinit.predict_state_dict(_plain_cnn(norm=True), g) for g in (plain, deep)]
+    assert all(torch.equal(v, cnn[0][k]) for k, v in cnn[1].items())  # no layer scales
+    [path] = hyperinit.save_init(_convnext(2), tmp_path / "i.safetensors", deep)
+    with safe_open(path, "pt") as f:
+        assert f.metadata()["hyperinit.scale_by_depth"] == "True"
+
+
 BAD_LIMITS = [("max_numel", value, "max_numel must be a whole number")
               for value in (0, 2.5, "wide", True)]
 BAD_LIMITS += [("max_gain", value, "max_gain must be a number above 0")
                for value in (0, -1.0, float("inf"), "high", True)]
+BAD_LIMITS += [("scale_by_depth", value, "scale_by_depth must be true or false")
+               for value in (1, "yes", None)]
 
 
 @pytest.mark.parametrize(("key", "value", "message"), BAD_LIMITS)
