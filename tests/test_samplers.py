@@ -207,3 +207,15 @@ def test_real_held_out_models_are_adapted_to_cifar():
     assert vit.patch_size == 4 and vit.encoder.pos_embedding.shape == (1, 65, 768)
     assert len(vit.encoder.layers) == 12
     assert gpt2.config.vocab_size == 65 and gpt2.config.n_layer == 12
+
+
+def test_a_fresh_sampler_builds_the_same_weights_as_a_used_one():
+    """Its first build computes the held-out structures; that must not use torch's RNG, or
+    a zoo run's init would depend on what the process had built before."""
+    used = BNResNet()
+    used.sample(0)
+    weights = []
+    for sampler in (BNResNet(), used):
+        torch.manual_seed(7)
+        weights.append(sampler.sample(3)[1].state_dict()["0.0.weight"])
+    assert torch.equal(*weights)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY_ZOO, tiny_zoo_config
+from conftest import TINY_TASK_ZOO, TINY_ZOO, tiny_zoo_config
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -34,7 +34,9 @@ from training.zoo import (
     build_arch,
     build_zoo,
     format_stats,
+    head_dims,
     load_zoo,
+    parent_seed,
     plan_runs,
     zoo_stats,
 )
@@ -296,3 +298,45 @@ def test_task_options():
         ZooConfig(tasks=("zebra-cat",))
     with pytest.raises(ValueError, match="num_classes must be 2 to 10"):
         build_arch("vgg-2", num_classes=1)
+
+
+@pytest.mark.parametrize("parent_steps", [0, 2])
+def test_runs_of_a_parent_start_from_its_weights(shared_data, tmp_path, parent_steps):
+    """Every run of an arch starts from its parent (step 0 saves the start): one body for
+    all, each head the parent's rows of the run's classes; with parent_steps 0 the parent is
+    the module built from its seed, with more it has trained on all ten classes."""
+    cfg = tiny_zoo_config(shared_data, tmp_path / "zoo", **{
+        **TINY_TASK_ZOO, "archs": ("bnresnet-1",), "models_per_arch": 3, "save_at": (0, 2),
+        "parent_steps": parent_steps})
+    assert build_zoo(cfg) == 6
+    torch.manual_seed(parent_seed(cfg, "bnresnet-1"))
+    untrained = build_arch("bnresnet-1").state_dict()
+    starts = [e for e in load_zoo(cfg.out) if e.record["step"] == 0]
+    heads = head_dims("bnresnet-1", 3)
+    tasks = {e.task for e in starts}
+    assert len(starts) == 3 and len(tasks) > 1
+    bodies = [{k: v for k, v in e.state_dict().items() if k not in heads} for e in starts]
+    parent = {}
+    for entry, body in zip(starts, bodies, strict=True):
+        assert entry.record["hyperparameters"]["parent"] == {
+            "seed": parent_seed(cfg, "bnresnet-1"), "steps": parent_steps}
+        assert body.keys() == bodies[0].keys()
+        assert all(torch.equal(body[k], bodies[0][k]) for k in body)
+        for name, dim in heads.items():
+            rows = entry.state_dict()[name].unbind(dim)
+            for cls, row in zip(entry.task.classes, rows, strict=True):
+                assert torch.equal(parent.setdefault((name, cls), row), row)
+    trained_moved = any(not torch.equal(bodies[0][k], untrained[k]) for k in bodies[0]
+                        if bodies[0][k].is_floating_point())
+    assert trained_moved == (parent_steps > 0)
+    # the runs then train apart, and a build with another parent refuses the folder
+    ends = [e.state_dict() for e in load_zoo(cfg.out) if e.record["step"] == 2]
+    assert not torch.equal(ends[0]["0.0.weight"], ends[1]["0.0.weight"])
+    with pytest.raises(ValueError, match="other options"):
+        build_zoo(replace(cfg, parent_steps=parent_steps + 1))
+
+
+def test_parent_steps_must_be_none_or_at_least_zero():
+    assert ZooConfig(parent_steps=None).parent_steps is None
+    with pytest.raises(ValueError, match="parent_steps must be None"):
+        ZooConfig(parent_steps=-1)

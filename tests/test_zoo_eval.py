@@ -26,7 +26,7 @@ from training.config import TrainConfig, load_config
 from training.recipe import EvalData
 from training.run import train
 from training.tasks import Task, held_out_tasks
-from training.zoo import ZooConfig, build_arch, build_zoo, load_zoo
+from training.zoo import ZooConfig, build_arch, build_zoo, head_dims, load_zoo, map_checkpoint
 from training.zoo_eval import (
     Checkpoints,
     average,
@@ -34,9 +34,7 @@ from training.zoo_eval import (
     evaluate_zoo,
     fitted_gaussian,
     fresh,
-    head_dims,
     load_checkpoints,
-    map_checkpoint,
     mean_of,
     nearest_task,
     novelty,

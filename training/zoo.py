@@ -20,6 +20,14 @@ task's images only, with a ``k``-way head (the sampler's architecture for ``k`` 
 graph of its own ``arch_hash``), and its records say ``task``. Without ``tasks`` a zoo is
 as it always was: every class, ten-way heads, no ``task`` in the records.
 
+With ``parent_steps`` set, the runs of an architecture are fine-tunes of one common parent
+(as in Gong et al.'s zoo of per-concept fine-tunes): the ten-way module built from
+:func:`parent_seed`, trained ``parent_steps`` steps on every class (0: as built). Each run
+starts from its weights, the head cut to the rows of the run's classes
+(:func:`map_checkpoint`), so the runs' weights line up across tasks instead of sitting in
+unrelated permutations of one another, and a generator can learn how a task moves them.
+Records then say ``parent`` (seed and steps) among the hyperparameters.
+
 Training is the evaluation recipe (:mod:`training.recipe`: SGD + Nesterov, weight decay on
 2+-dim tensors, cosine decay over ``steps``, crop + flip) with the run's learning rate,
 weight decay and batch size, and measures test accuracy and loss at every saved step (step
@@ -58,7 +66,7 @@ from . import data, samplers
 from .config import as_tuple
 from .recipe import EvalData, RecipeConfig, resolve_device, train_steps
 from .results import write_text
-from .tasks import Task, held_out_tasks, training_tasks
+from .tasks import EVERY_CLASS, Task, held_out_tasks, training_tasks
 
 RECORDS = "records.jsonl"
 CARD = "README.md"
@@ -85,6 +93,12 @@ class ZooConfig:
     # tasks: None trains on all ten classes; K (an int) draws each run's task from
     # training_tasks(K); a list of task names ("cifar10-0-3-5") draws from those
     tasks: int | tuple[str, ...] | None = None
+    # where runs start. None: each from its own random init. 0: every run of an architecture
+    # from one random init (the parent, drawn from seed and arch); P > 0: from that init
+    # trained P steps on all ten classes with the recipe's defaults. A run over a task takes
+    # the parent's head rows of its classes. Runs of one parent are fine-tunes of a common
+    # model, so their weights line up across tasks (as Gong et al.'s zoo of fine-tunes does)
+    parent_steps: int | None = None
     # data
     data: str | None = None  # CIFAR-10 zip or ImageFolder; None: the data folder's zip
     # a fixed random subset of the training images (a task then keeps those of its classes)
@@ -106,6 +120,9 @@ class ZooConfig:
         if self.models_per_arch < 1 or self.steps < 1:
             raise ValueError(f"models_per_arch and steps must be at least 1, got "
                              f"{self.models_per_arch} and {self.steps}")
+        if self.parent_steps is not None and self.parent_steps < 0:
+            raise ValueError(f"parent_steps must be None (no parent) or at least 0, got "
+                             f"{self.parent_steps}")
         if not 0 <= self.save_at[0] <= self.save_at[-1] <= self.steps:
             raise ValueError(f"save_at must be steps in 0..{self.steps}, got {self.save_at}")
         for arch in self.archs:
@@ -215,6 +232,54 @@ def record_classes(record: dict[str, Any]) -> int:
     return task_classes(record_task(record))
 
 
+# ----- weights from one task to another ---------------------------------------------------
+@functools.cache
+def head_dims(arch: str, num_classes: int) -> dict[str, int]:
+    """The classifier head of ``arch``: each parameter whose shape follows ``num_classes``
+    (found by building the arch on ``meta`` with one class more or fewer), with the
+    dimension that runs over the classes."""
+    other = num_classes + 1 if num_classes < samplers.NUM_CLASSES else num_classes - 1
+    with torch.device("meta"):
+        mine, theirs = (dict(build_arch(arch, n).named_parameters()) for n in (num_classes, other))
+    dims = {}
+    for name, p in mine.items():
+        differ = [d for d, (a, b) in enumerate(zip(p.shape, theirs[name].shape, strict=True))
+                  if a != b]
+        if differ:
+            dims[name] = differ[0]
+    return dims
+
+
+def copy_leading(target: torch.Tensor, source: torch.Tensor) -> None:
+    """Write into ``target`` the leading block of ``source`` that fits both shapes."""
+    block = tuple(slice(0, min(a, b)) for a, b in zip(target.shape, source.shape, strict=True))
+    target[block] = source[block]
+
+
+def map_checkpoint(state: dict[str, torch.Tensor], source: Task, arch: str, task: Task,
+                   seed: int) -> dict[str, torch.Tensor]:
+    """A checkpoint trained on ``source`` as a model of ``arch`` for ``task``: a fresh module
+    (``manual_seed(seed)``) whose tensors take the leading block of the checkpoint's tensor
+    of the same name and rank (all of it when the shapes match); in the head, only the rows
+    of classes both tasks have, each from the checkpoint's row of the same class."""
+    torch.manual_seed(seed)
+    out = build_arch(arch, task.ways).state_dict()
+    heads = head_dims(arch, task.ways)
+    for name, value in out.items():
+        theirs = state.get(name)
+        if theirs is None or theirs.dim() != value.dim():
+            continue
+        if name not in heads:
+            copy_leading(value, theirs)
+            continue
+        dim = heads[name]
+        for row, cls in enumerate(task.classes):
+            if cls in source.classes:
+                copy_leading(value.select(dim, row),
+                             theirs.select(dim, source.classes.index(cls)))
+    return out
+
+
 @dataclass(frozen=True)
 class Run:
     """One model of the zoo: its architecture, seed and hyperparameters."""
@@ -241,9 +306,31 @@ class Run:
         return f"{MODELS}/{self.arch_hash}/{self.run_id}"
 
     def hyperparameters(self, cfg: ZooConfig) -> dict[str, Any]:
+        """How the run trains; ``parent`` (seed and steps) only for a zoo with parents."""
+        parent = {} if cfg.parent_steps is None else {
+            "parent": {"seed": parent_seed(cfg, self.arch), "steps": cfg.parent_steps}}
         return {"lr": self.lr, "weight_decay": self.weight_decay,
                 "batch_size": self.batch_size, "steps": cfg.steps, "optimizer": "sgd-nesterov",
-                "momentum": 0.9, "schedule": "cosine"}
+                "momentum": 0.9, "schedule": "cosine", **parent}
+
+
+def parent_seed(cfg: ZooConfig, arch: str) -> int:
+    """The seed of ``arch``'s parent: its init and its training batches."""
+    return random.Random(f"zoo-{cfg.seed}-{arch}-parent").randrange(2**31)
+
+
+def train_parent(cfg: ZooConfig, arch: str, recipe: RecipeConfig, all_classes: EvalData,
+                 device: torch.device) -> dict[str, torch.Tensor]:
+    """The state every run of ``arch`` starts from: the ten-way module built from
+    :func:`parent_seed`, trained ``cfg.parent_steps`` steps on every class."""
+    seed = parent_seed(cfg, arch)
+    torch.manual_seed(seed)
+    model = build_arch(arch).to(device)
+    if cfg.parent_steps:
+        for _ in train_steps(model, recipe, all_classes.using(recipe), seed, device,
+                             [cfg.parent_steps]):
+            pass
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
 def plan_runs(cfg: ZooConfig) -> list[Run]:
@@ -292,6 +379,7 @@ def build_zoo(cfg: ZooConfig) -> int:
                           device=cfg.device, amp=cfg.amp)
     all_classes = EvalData(recipe, device)
     by_task: dict[Task, EvalData] = {}
+    parents: dict[str, dict[str, torch.Tensor]] = {}
     written = 0
     total = len(runs) * len(cfg.save_at)
     bar = tqdm(total=total, initial=total - sum(len(m) for _, m in todo), desc="zoo")
@@ -300,7 +388,13 @@ def build_zoo(cfg: ZooConfig) -> int:
         eval_data = all_classes if run.task is None else by_task.setdefault(
             run.task, all_classes.for_task(run.task))
         torch.manual_seed(run.seed)
-        model = build_arch(run.arch, run.num_classes).to(device)
+        model = build_arch(run.arch, run.num_classes)
+        if cfg.parent_steps is not None:
+            if run.arch not in parents:
+                parents[run.arch] = train_parent(cfg, run.arch, recipe, all_classes, device)
+            model.load_state_dict(map_checkpoint(parents[run.arch], EVERY_CLASS, run.arch,
+                                                 run.task or EVERY_CLASS, run.seed))
+        model = model.to(device)
         run_recipe = dataclasses.replace(recipe, lr=run.lr, weight_decay=run.weight_decay,
                                          batch_size=run.batch_size)
         torch.manual_seed(run.seed)  # dropout and the like

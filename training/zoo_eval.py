@@ -117,6 +117,7 @@ from .zoo import (
     arch_hash,
     build_arch,
     load_zoo,
+    map_checkpoint,
     record_classes,
     select_checkpoints,
 )
@@ -416,29 +417,6 @@ def nearest_task(ckpts: Checkpoints, task: Task) -> int:
 
 
 @functools.cache
-def head_dims(arch: str, num_classes: int) -> dict[str, int]:
-    """The classifier head of ``arch``: each parameter whose shape follows ``num_classes``
-    (found by building the arch on ``meta`` with one class more or fewer), with the
-    dimension that runs over the classes."""
-    other = num_classes + 1 if num_classes < NUM_CLASSES else num_classes - 1
-    with torch.device("meta"):
-        mine, theirs = (dict(build_arch(arch, n).named_parameters()) for n in (num_classes, other))
-    dims = {}
-    for name, p in mine.items():
-        differ = [d for d, (a, b) in enumerate(zip(p.shape, theirs[name].shape, strict=True))
-                  if a != b]
-        if differ:
-            dims[name] = differ[0]
-    return dims
-
-
-def copy_leading(target: torch.Tensor, source: torch.Tensor) -> None:
-    """Write into ``target`` the leading block of ``source`` that fits both shapes."""
-    block = tuple(slice(0, min(a, b)) for a, b in zip(target.shape, source.shape, strict=True))
-    target[block] = source[block]
-
-
-@functools.cache
 def coverage(source: str, target: str, num_classes: int) -> float:
     """The fraction of ``target``'s parameter values that weight selection from ``source``
     fills (tensors of the same name and rank; their common leading block)."""
@@ -447,30 +425,6 @@ def coverage(source: str, target: str, num_classes: int) -> float:
                  for name, shape in mine.items()
                  if name in theirs and len(theirs[name]) == len(shape))
     return filled / sum(shape.numel() for shape in mine.values())
-
-
-def map_checkpoint(state: dict[str, torch.Tensor], source: Task, arch: str, task: Task,
-                   seed: int) -> dict[str, torch.Tensor]:
-    """A checkpoint trained on ``source`` as a model of ``arch`` for ``task``: a fresh module
-    (``manual_seed(seed)``) whose tensors take the leading block of the checkpoint's tensor
-    of the same name and rank (all of it when the shapes match); in the head, only the rows
-    of classes both tasks have, each from the checkpoint's row of the same class."""
-    torch.manual_seed(seed)
-    out = build_arch(arch, task.ways).state_dict()
-    heads = head_dims(arch, task.ways)
-    for name, value in out.items():
-        theirs = state.get(name)
-        if theirs is None or theirs.dim() != value.dim():
-            continue
-        if name not in heads:
-            copy_leading(value, theirs)
-            continue
-        dim = heads[name]
-        for row, cls in enumerate(task.classes):
-            if cls in source.classes:
-                copy_leading(value.select(dim, row),
-                             theirs.select(dim, source.classes.index(cls)))
-    return out
 
 
 def transfer(pool: list[Checkpoints], arch: str, task: Task, seed: int,

@@ -107,11 +107,13 @@ class Sampler:
                            "widen them")
 
     def _held_out_structures(self) -> frozenset[str]:
-        """The ``repr``s of this sampler's held-out architectures, built once (on meta)."""
+        """The ``repr``s of this sampler's held-out architectures, built once (on meta),
+        leaving torch's global RNG as it was: a module built after ``manual_seed`` has the
+        same weights whether or not this sampler built these first."""
         if not hasattr(self, "_held_out"):
             seeds = range(HELD_OUT_SEED_START,
                           HELD_OUT_SEED_START + HELD_OUT_PER_SAMPLER[self.kind])
-            with torch.device("meta"):
+            with torch.random.fork_rng(devices=[]), torch.device("meta"):
                 self._held_out = frozenset(repr(self.build(seed)) for seed in seeds)
         return self._held_out
 
