@@ -343,6 +343,35 @@ def test_nearest_task_and_its_mapped_head(task_setup, tmp_path):
     assert all(torch.equal(state[k], v) for k, v in source.items() if k not in head)
 
 
+
+def test_mean_and_gaussian_map_heads_by_class(task_setup, tmp_path):
+    """For a held-out task, each head row is made from the rows of its class in the
+    checkpoints whose task has it; a class none has keeps the fresh row."""
+    cfg = config(task_setup, tmp_path / "unused").for_zoo(over_tasks=True)
+    device = torch.device("cpu")
+    ckpts = load_checkpoints(TASK_ARCH, training_checkpoints(cfg)[TASK_ARCH],
+                             EvalData(cfg.recipe(), device), device,
+                             torch.autocast("cpu", enabled=False))
+    crafted = dataclasses.replace(ckpts, tasks=[Task((0, 1, 2)), Task((0, 1, 3))])
+    (a, b), new = crafted.states, fresh(TASK_ARCH, 7, num_classes=3)
+    mean, info = mean_of(crafted, 7, Task((1, 3, 5)))
+    assert info == {"averaged": 2}
+    head = head_dims(TASK_ARCH, 3)
+    for name in head:  # class 1: both rows 1; class 3: b's row 2 alone; class 5: fresh
+        assert torch.allclose(mean[name][0], (a[name][1] + b[name][1]) / 2)
+        assert torch.equal(mean[name][1], b[name][2])
+        assert torch.equal(mean[name][2], new[name][2])
+    body = [k for k, v in a.items() if k not in head and v.is_floating_point()]
+    assert all(torch.allclose(mean[k], (a[k] + b[k]) / 2) for k in body)
+    gaussian = fitted_gaussian(crafted, 7, Task((1, 3, 5)))
+    assert all(not v.isnan().any() for v in gaussian.values() if v.is_floating_point())
+    for name in head:  # one checkpoint has class 3: no spread, its row
+        assert torch.equal(gaussian[name][1], b[name][2])
+        assert torch.equal(gaussian[name][2], new[name][2])
+        assert not torch.equal(gaussian[name][0], mean[name][0])
+    # without a task: position by position, as before
+    assert torch.equal(mean_of(crafted, 7)[0][body[0]], mean[body[0]])
+
 def test_task_reports(task_run):
     cfg, rows = task_run
     out = Path(cfg.out)

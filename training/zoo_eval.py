@@ -56,9 +56,12 @@ on any task). The methods (``TASK_METHODS``):
   strongest form of transfer from the zoo; sample i differs in its fresh rows and batches.
   Its row says ``source``, ``source_task`` and ``shared`` (how many classes);
 * ``nearest-noise-0.06``, ``nearest-noise-0.12``: that model plus relative noise as above;
-* ``mean-16``, ``gaussian``: as above, over the checkpoints of every training task, their
-  heads averaged position by position like every other tensor (for a new task only their
-  bodies carry meaning);
+* ``mean-16``, ``gaussian``: as above, over the checkpoints of every training task, with
+  their heads **mapped by class** (:func:`for_task`): each row of the held-out task's head
+  is the mean (or the fitted Gaussian) of that class's rows over the checkpoints whose task
+  has the class, and a class none of them has keeps a fresh default-init row. The bodies
+  are averaged as they are; in a zoo whose runs fine-tune one parent (``hyperinit zoo
+  build parent_steps=P``) that mean is a model soup;
 * ``ghn``: the hypernetwork's prediction for the arch with the task's number of classes;
 * ``default``: the freshly built ``K``-way module.
 
@@ -116,6 +119,7 @@ from .zoo import (
     arch_graph,
     arch_hash,
     build_arch,
+    head_dims,
     load_zoo,
     map_checkpoint,
     record_classes,
@@ -132,11 +136,14 @@ from .zoo_eval_report import write_reports
 
 # Options that change the numbers of a row: a resumed run must keep them. ``ghn_models``
 # names how the ghn method makes its models (earlier rows used a prediction seed per model);
-# ``generator_id`` is the diffusion folder's name and weights hash (retrained in place: new).
+# ``generator_id`` is the diffusion folder's name and weights hash (retrained in place: new);
+# ``task_heads`` how mean-16 and gaussian make a held-out task's head (earlier rows of zoos
+# over tasks averaged heads position by position; zoos without tasks record None).
 GHN_MODELS = "one prediction"
+TASK_HEADS = "by class"
 ROW_OPTIONS = ("generator", "generator_id", "zoo", "step", "seed", "ghn", "ghn_models",
-               "diffusion_steps", "data", "ks", "train_samples", "test_samples", "batch_size",
-               "lr", "weight_decay", "amp")
+               "task_heads", "diffusion_steps", "data", "ks", "train_samples", "test_samples",
+               "batch_size", "lr", "weight_decay", "amp")
 # What identifies a row in results.jsonl: without tasks, and in a zoo over tasks.
 ROW_KEY = ("arch", "method", "sample")
 TASK_ROW_KEY = ("arch", "task", "method", "sample")
@@ -356,9 +363,40 @@ def sample_count(method: str, checkpoints: int, samples: int) -> int:
 
 
 def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Elementwise mean of float entries; other entries (step counters) from the first."""
-    return {k: torch.stack([s[k] for s in states]).mean(0) if v.is_floating_point() else v
+    """Elementwise mean of float entries, NaN (a value a state lacks) left out; other
+    entries (step counters) from the first."""
+    return {k: torch.stack([s[k] for s in states]).nanmean(0) if v.is_floating_point() else v
             for k, v in states[0].items()}
+
+
+def for_task(ckpts: Checkpoints, task: Task | None, seed: int,
+             ) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """The checkpoints' states as models for ``task`` (None: as they are), and the fresh
+    state (``manual_seed(seed)``) that fills what none of them has.
+
+    Each checkpoint's head rows are mapped to the task's classes (:func:`map_checkpoint`);
+    the rows of classes its own task lacks are NaN, so means and stds over the checkpoints
+    leave them out."""
+    if task is None:
+        return ckpts.states, {}
+    heads = head_dims(ckpts.arch, task.ways)
+    states = []
+    for state, source in zip(ckpts.states, ckpts.tasks, strict=True):
+        mapped = map_checkpoint(state, source, ckpts.arch, task, seed)
+        for name, dim in heads.items():
+            for row, cls in enumerate(task.classes):
+                if cls not in source.classes:
+                    mapped[name].select(dim, row).fill_(math.nan)
+        states.append(mapped)
+    torch.manual_seed(seed)
+    return states, build_arch(ckpts.arch, task.ways).state_dict()
+
+
+def filled(state: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor],
+           ) -> dict[str, torch.Tensor]:
+    """``state`` with its NaN values taken from ``fresh``."""
+    return {k: torch.where(v.isnan(), fresh[k], v) if k in fresh and v.is_floating_point()
+            else v for k, v in state.items()}
 
 
 def _rng(seed: int) -> torch.Generator:
@@ -383,19 +421,27 @@ def add_noise(ckpts: Checkpoints, i: int, sigma: float, seed: int,
             {"source": ckpts.run_ids[source]})
 
 
-def mean_of(ckpts: Checkpoints, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The mean of a seeded subset of ``MEAN_OF`` checkpoints, or of all if not more."""
+def mean_of(ckpts: Checkpoints, seed: int, task: Task | None = None,
+            ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The mean of a seeded subset of ``MEAN_OF`` checkpoints, or of all if not more; for
+    a held-out ``task``, with heads mapped by class (:func:`for_task`)."""
     pick = list(range(len(ckpts)))
     if len(ckpts) > MEAN_OF:
         pick = torch.randperm(len(ckpts), generator=_rng(seed))[:MEAN_OF].tolist()
-    return average([ckpts.states[j] for j in pick]), {"averaged": len(pick)}
+    states, fresh = for_task(ckpts, task, seed)
+    return filled(average([states[j] for j in pick]), fresh), {"averaged": len(pick)}
 
 
-def fitted_gaussian(ckpts: Checkpoints, seed: int) -> dict[str, torch.Tensor]:
-    """A sample of the diagonal Gaussian fitted to the checkpoints; averaged buffers."""
-    mean, std = ckpts.flat.mean(0), ckpts.flat.std(0, correction=0)
+def fitted_gaussian(ckpts: Checkpoints, seed: int, task: Task | None = None,
+                    ) -> dict[str, torch.Tensor]:
+    """A sample of the diagonal Gaussian fitted to the checkpoints (for a held-out
+    ``task``, with heads mapped by class: :func:`for_task`); averaged buffers."""
+    states, fresh = for_task(ckpts, task, seed)
+    flat = torch.stack([ckpts.flatten(s) for s in states])
+    mean = flat.nanmean(0)
+    std = (flat - mean).square().nanmean(0).sqrt()
     theta = mean + std * torch.randn(mean.shape, generator=_rng(seed))
-    return {**average(ckpts.states), **ckpts.unflatten(theta)}
+    return filled({**average(states), **ckpts.unflatten(theta)}, fresh)
 
 
 def fresh(arch: str, seed: int, ghn: nn.Module | None = None,
@@ -534,9 +580,9 @@ def make_model(method: str, i: int, arch: str, pool: list[Checkpoints], cfg: Zoo
         state, info = transfer(pool, arch, task, seed)
         state = perturb(state, parameter_names(arch, classes), NEAREST_NOISE[method], seed)
     elif method == "mean-16":
-        state, info = mean_of(ckpts, seed)
+        state, info = mean_of(ckpts, seed, task)
     elif method == "gaussian":
-        state = fitted_gaussian(ckpts, seed)
+        state = fitted_gaussian(ckpts, seed, task)
     else:
         state = fresh(arch, seed, ghn, classes)
     return state, {"sample_seconds": time.perf_counter() - start, **info}
@@ -589,8 +635,8 @@ def evaluate_zoo(cfg: ZooEvalConfig) -> list[dict[str, Any]]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     weights = folder_id(cfg.generator) if "diffusion" in cfg.methods else None
-    check_resumable({**cfg.to_dict(), "ghn_models": GHN_MODELS, "generator_id": weights}, out,
-                    ROW_OPTIONS)
+    check_resumable({**cfg.to_dict(), "ghn_models": GHN_MODELS, "generator_id": weights,
+                     "task_heads": TASK_HEADS if over_tasks else None}, out, ROW_OPTIONS)
     done = load_rows(out / RESULTS, TASK_ROW_KEY if over_tasks else ROW_KEY)
     todo = [job for job in jobs if row_key(job) not in done]
     if todo:
