@@ -38,7 +38,9 @@ from training.zoo_eval import (
     mean_of,
     nearest_task,
     novelty,
+    predictions,
     sample_count,
+    to_module,
     training_checkpoints,
     transfer,
 )
@@ -371,6 +373,23 @@ def test_mean_and_gaussian_map_heads_by_class(task_setup, tmp_path):
         assert not torch.equal(gaussian[name][0], mean[name][0])
     # without a task: position by position, as before
     assert torch.equal(mean_of(crafted, 7)[0][body[0]], mean[body[0]])
+
+
+def test_a_copy_of_a_checkpoint_without_its_statistics_overlaps_it_fully(task_setup, tmp_path):
+    """What a generator that memorized a checkpoint makes (its parameters, no BatchNorm
+    statistics) predicts as the checkpoint does: overlap compares calibrated models."""
+    cfg = config(task_setup, tmp_path / "unused").for_zoo(over_tasks=True)
+    device, autocast = torch.device("cpu"), torch.autocast("cpu", enabled=False)
+    eval_data = EvalData(cfg.recipe(), device).for_task(held_out_tasks(3)[0])
+    ckpts = load_checkpoints(TASK_ARCH, training_checkpoints(cfg)[TASK_ARCH], eval_data,
+                             device, autocast)
+    params = {k: ckpts.states[1][k] for k in ckpts.param_names}
+    copy = predictions(to_module(TASK_ARCH, params, 3), eval_data, autocast)
+    assert novelty(ckpts.flatten(params), copy, ckpts)["overlap"] == 1.0
+    stale = to_module(TASK_ARCH, params, 3).eval()  # the fresh statistics, uncalibrated
+    with torch.no_grad():
+        raw = torch.cat([stale(x).argmax(-1) for x, _ in eval_data.test_batches()])
+    assert not torch.equal(raw, ckpts.predictions[1])
 
 def test_task_reports(task_run):
     cfg, rows = task_run

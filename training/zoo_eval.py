@@ -8,7 +8,8 @@ checkpoints** C (every run of the zoo at one saved step):
 
 * **distance**: ``min_c ||θ - θ_c|| / ||θ_c||`` over the flattened parameters;
 * **overlap**: ``max_c`` of the fraction of test images on which the argmax predictions of
-  the model and of checkpoint c agree, both untrained (k=0).
+  the model and of checkpoint c agree, both untrained (k=0) and, as step 0 measures
+  models, with BatchNorm statistics calibrated on training batches (:func:`predictions`).
 
 Each row keeps the run id of the checkpoint nearest by distance (``nearest``) and of the
 one with the highest overlap (``overlap_run``). The methods:
@@ -107,6 +108,7 @@ from .recipe import (
     EvalData,
     RecipeConfig,
     autocast_for,
+    calibrated,
     logits,
     resolve_device,
     train_and_measure,
@@ -141,9 +143,12 @@ from .zoo_eval_report import write_reports
 # over tasks averaged heads position by position; zoos without tasks record None).
 GHN_MODELS = "one prediction"
 TASK_HEADS = "by class"
+# ``predictions`` for overlap are of BatchNorm-calibrated models (earlier rows: as made).
+OVERLAP_OF = "calibrated models"
+CALIBRATION_SEED = 0  # the training-batch stream every model's statistics are estimated on
 ROW_OPTIONS = ("generator", "generator_id", "zoo", "step", "seed", "ghn", "ghn_models",
-               "task_heads", "diffusion_steps", "data", "ks", "train_samples", "test_samples",
-               "batch_size", "lr", "weight_decay", "amp")
+               "task_heads", "overlap_of", "diffusion_steps", "data", "ks", "train_samples",
+               "test_samples", "batch_size", "lr", "weight_decay", "amp")
 # What identifies a row in results.jsonl: without tasks, and in a zoo over tasks.
 ROW_KEY = ("arch", "method", "sample")
 TASK_ROW_KEY = ("arch", "task", "method", "sample")
@@ -287,7 +292,15 @@ def to_module(arch: str, state: dict[str, torch.Tensor],
 
 @torch.no_grad()
 def predictions(model: nn.Module, eval_data: EvalData, autocast: torch.autocast) -> torch.Tensor:
-    """Argmax predictions on the test split, in eval mode, on CPU."""
+    """Argmax predictions on the test split, in eval mode, on CPU, of the model as step 0
+    measures it: BatchNorm statistics calibrated on the recipe's ``calibration_batches``
+    training batches (of one fixed stream, :data:`CALIBRATION_SEED`, for every model).
+
+    A generated model has no statistics of its own; with a fresh module's it would predict
+    near-constant classes and look novel for it, and a copy of a checkpoint would not be
+    recognized as one."""
+    model = calibrated(model, eval_data.batches(CALIBRATION_SEED),
+                       eval_data.cfg.calibration_batches)
     model.eval()
     out = []
     for x, _ in eval_data.test_batches():
@@ -636,7 +649,8 @@ def evaluate_zoo(cfg: ZooEvalConfig) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     weights = folder_id(cfg.generator) if "diffusion" in cfg.methods else None
     check_resumable({**cfg.to_dict(), "ghn_models": GHN_MODELS, "generator_id": weights,
-                     "task_heads": TASK_HEADS if over_tasks else None}, out, ROW_OPTIONS)
+                     "task_heads": TASK_HEADS if over_tasks else None,
+                     "overlap_of": OVERLAP_OF}, out, ROW_OPTIONS)
     done = load_rows(out / RESULTS, TASK_ROW_KEY if over_tasks else ROW_KEY)
     todo = [job for job in jobs if row_key(job) not in done]
     if todo:
