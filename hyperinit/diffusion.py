@@ -213,6 +213,11 @@ class DiffusionConfig:
     weighs the per-tensor stats loss against the denoising loss; ``prediction_type`` is
     what the denoiser outputs (:func:`default_scheduler`).
 
+    ``ranked_task`` adds a second view of the descriptor to the task's input: which class
+    holds each rank among its nonzero entries (:func:`ranked_descriptor`), the order in which
+    a task's head rows follow its classes, so the rows can be told apart without decoding
+    ranks from the set.
+
     ``window`` is how many consecutive tokens attend to each other (None: the whole sequence,
     as checkpoints from before windows do); ``sinusoidal_positions`` adds a fixed sinusoidal
     code of the position in the tensor to the learned one, so chunks past ``positions`` stay
@@ -229,6 +234,7 @@ class DiffusionConfig:
     task_dim: int = 0
     task_classes: tuple[str, ...] | None = None
     cond_drop: float = 0.1
+    ranked_task: bool = False
     stats_weight: float = 0.1
     prediction_type: str = "epsilon"
     window: int | None = 256
@@ -271,9 +277,20 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
+def ranked_descriptor(tasks: torch.Tensor) -> torch.Tensor:
+    """``(n, D * D)`` for descriptors ``(n, D)``: entry ``[r, c]`` (flattened) holds the
+    descriptor's value at class ``c`` when ``c`` is its ``r``-th nonzero entry, else 0. A
+    task's head row ``r`` belongs to its ``r``-th class, so this names each row's class."""
+    present = tasks != 0
+    rank = (present.long().cumsum(1) - 1).clamp(min=0)
+    by_class = F.one_hot(rank, tasks.shape[1]).to(tasks.dtype) * (tasks * present)[..., None]
+    return by_class.transpose(1, 2).flatten(1)
+
+
 class TaskConditioning(nn.Module):
     """The task's part of every token's input: a learned "no task" vector, plus a linear
-    projection of the task's descriptor when there is one.
+    projection of the task's descriptor when there is one (and, if ``ranked``, one of its
+    :func:`ranked_descriptor`).
 
     ``weight`` ``(1, hidden)`` is the "no task" vector, the unconditional branch of
     classifier-free guidance; it is named and shaped as the one row of the task-id table of
@@ -282,13 +299,16 @@ class TaskConditioning(nn.Module):
     starts as an unconditional one and learns what each descriptor shifts.
     """
 
-    def __init__(self, task_dim: int, hidden: int) -> None:
+    def __init__(self, task_dim: int, hidden: int, ranked: bool = False) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(1, hidden))
         nn.init.normal_(self.weight)  # as nn.Embedding does: same draws as before
         self.proj = nn.Linear(task_dim, hidden, bias=False) if task_dim else None
-        if self.proj is not None:
-            nn.init.zeros_(self.proj.weight)
+        self.ranks = (nn.Linear(task_dim * task_dim, hidden, bias=False)
+                      if task_dim and ranked else None)
+        for proj in (self.proj, self.ranks):
+            if proj is not None:
+                nn.init.zeros_(proj.weight)
 
     def forward(self, n: int, tasks: torch.Tensor | None = None,
                 dropped: torch.Tensor | None = None) -> torch.Tensor:
@@ -301,6 +321,8 @@ class TaskConditioning(nn.Module):
             raise ValueError("this weight-diffusion generator is unconditional (task_dim 0): "
                              "it takes no task")
         shift = self.proj(tasks)
+        if self.ranks is not None:
+            shift = shift + self.ranks(ranked_descriptor(tasks))
         if dropped is not None:
             shift = shift.masked_fill(dropped[:, None], 0.0)
         return none + shift
@@ -333,7 +355,7 @@ class WeightDiffusion(Generator):
         self.role = nn.Embedding(len(ROLES) + 8, d)  # spare rows: roles are append-only
         self.numel = nn.Embedding(BUCKETS, d)  # log2 buckets of the tensor size
         self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
-        self.task = TaskConditioning(config.task_dim, d)
+        self.task = TaskConditioning(config.task_dim, d, config.ranked_task)
         layer = nn.TransformerEncoderLayer(d, config.heads, 4 * d, dropout=0.0,
                                            activation="gelu", batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)

@@ -19,6 +19,7 @@ from hyperinit.diffusion import (
     WeightDiffusion,
     WeightTokenizer,
     diffusion_loss,
+    ranked_descriptor,
     sample,
     sample_state_dicts,
 )
@@ -220,9 +221,20 @@ def test_bad_checkpoints_raise_checkpoint_error(tmp_path, trained):
         WeightDiffusion.from_pretrained(tmp_path)
 
 
-def test_classifier_free_guidance_on_task_descriptors(graph, zoo, tmp_path):
+def test_ranked_descriptor_names_the_class_of_each_rank():
+    tasks = torch.tensor([[0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 0.5, 0.0]])
+    ranked = ranked_descriptor(tasks).view(2, 4, 4)  # [task, rank, class]
+    assert ranked[0].nonzero().tolist() == [[0, 1], [1, 3]]  # classes 1 then 3
+    assert ranked[1].nonzero().tolist() == [[0, 0], [1, 2]] and ranked[1, 1, 2] == 0.5
+    assert not ranked_descriptor(torch.zeros(1, 4)).any()
+
+
+@pytest.mark.parametrize("ranked", [False, True])
+def test_classifier_free_guidance_on_task_descriptors(graph, zoo, tmp_path, ranked):
     torch.manual_seed(0)
-    model = WeightDiffusion(DiffusionConfig(**{**asdict(TINY), "task_dim": 3}))
+    model = WeightDiffusion(DiffusionConfig(**{**asdict(TINY), "task_dim": 3,
+                                               "ranked_task": ranked}))
+    assert (model.task.ranks is not None) == ranked
     tasks = [torch.tensor([1.0, 1.0, 0.0]) if i % 2 else [0.0, 1.0, 1.0] for i in range(len(zoo))]
     fit(model, zoo, steps=3, tasks=tasks)
     plain, guided = (sample_state_dicts(model, graph, seed=0, steps=3, task=tasks[1],
@@ -237,6 +249,7 @@ def test_classifier_free_guidance_on_task_descriptors(graph, zoo, tmp_path):
     loaded = WeightDiffusion.from_pretrained(tmp_path)
     again = sample_state_dicts(loaded, graph, seed=0, steps=3, task=tasks[1])[0]
     assert loaded.config.task_dim == 3 and torch.equal(again["0.weight"], plain["0.weight"])
+    assert loaded.config.ranked_task == ranked
 
 
 def test_task_arguments_are_checked(graph, zoo):

@@ -76,6 +76,7 @@ class TrainConfig:
     prediction_type: str | None = None  # diffusion: "epsilon" (noise) or "sample" (weights)
     window: int | None = None  # diffusion: tokens per attention window
     train_windows: int | None = None  # diffusion: windows of a model denoised per step
+    ranked_task: bool | None = None  # diffusion over tasks: also condition on class ranks
     # run
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda"
@@ -159,7 +160,7 @@ DEFAULT_SPREAD = 0.5
 # Model options that only one generator has (set for the other one: an error).
 SIZE_OPTIONS = {"ghn": ("rank", "features"),
                 "diffusion": ("chunk", "graph_layers", "prediction_type", "window",
-                              "train_windows")}
+                              "train_windows", "ranked_task")}
 
 
 def as_tuple(value: Any) -> tuple:
