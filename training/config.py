@@ -76,7 +76,7 @@ class TrainConfig:
     prediction_type: str | None = None  # diffusion: "epsilon" (noise) or "sample" (weights)
     window: int | None = None  # diffusion: tokens per attention window
     train_windows: int | None = None  # diffusion: windows of a model denoised per step
-    ranked_task: bool | None = None  # diffusion over tasks: also condition on class ranks
+    ranked_task: bool | None = None  # diffusion over tasks: condition on class ranks too
     # run
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda"
