@@ -220,6 +220,13 @@ class DiffusionConfig:
     one of two held-out five-way tasks from 22.8% to 41.8% and left the other level
     (``docs/results/parent-zoo-eval.md``).
 
+    ``class_rows`` tells the classifier's values which class they belong to: in the tensors
+    of the graph's last node whose leading dimension is the task's number of classes, row
+    ``r`` belongs to the task's ``r``-th class (:func:`row_classes`), and a token's input
+    gets a projection of the class of each of its values. A class's row is then the same
+    thing to learn whatever its rank, and composes into tasks whose ranks no training task
+    had.
+
     ``window`` is how many consecutive tokens attend to each other (None: the whole sequence,
     as checkpoints from before windows do); ``sinusoidal_positions`` adds a fixed sinusoidal
     code of the position in the tensor to the learned one, so chunks past ``positions`` stay
@@ -237,6 +244,7 @@ class DiffusionConfig:
     task_classes: tuple[str, ...] | None = None
     cond_drop: float = 0.1
     ranked_task: bool = True
+    class_rows: bool = False
     stats_weight: float = 0.1
     prediction_type: str = "epsilon"
     window: int | None = 256
@@ -287,6 +295,26 @@ def ranked_descriptor(tasks: torch.Tensor) -> torch.Tensor:
     rank = (present.long().cumsum(1) - 1).clamp(min=0)
     by_class = F.one_hot(rank, tasks.shape[1]).to(tasks.dtype) * (tasks * present)[..., None]
     return by_class.transpose(1, 2).flatten(1)
+
+
+def row_classes(meta: TokenMeta, descriptor: torch.Tensor, rows: slice = slice(None),
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The classifier's tokens among ``rows`` of ``meta`` and the class of each of their
+    values for a task ``descriptor``: ``(index, classes)``, ``index`` the positions within
+    ``rows`` of the tokens of the graph's last node's tensors whose leading dimension is
+    the task's number of classes (its nonzero entries), ``classes`` ``(len(index), chunk)``
+    the task's ``r``-th class for a value of row ``r``, -1 on padding."""
+    classes = descriptor.nonzero().flatten().cpu()
+    params = meta.graph.params
+    head = [i for i, p in enumerate(params)
+            if p.node == params[-1].node and p.shape and p.shape[0] == len(classes)]
+    layer, position = meta.layer[rows], meta.position[rows]
+    index = torch.isin(layer, torch.tensor(head, dtype=torch.long)).nonzero().flatten()
+    numel = torch.tensor([params[i].numel for i in range(len(params))])[layer[index]]
+    value = position[index, None] * meta.chunk + torch.arange(meta.chunk)
+    row = torch.div(value, (numel // max(len(classes), 1))[:, None], rounding_mode="floor")
+    real = value < numel[:, None]
+    return index, torch.where(real, classes[row.clamp(max=max(len(classes) - 1, 0))], -1)
 
 
 class TaskConditioning(nn.Module):
@@ -358,6 +386,10 @@ class WeightDiffusion(Generator):
         self.numel = nn.Embedding(BUCKETS, d)  # log2 buckets of the tensor size
         self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.task = TaskConditioning(config.task_dim, d, config.ranked_task)
+        self.row_class = (nn.Linear(config.chunk * config.task_dim, d, bias=False)
+                          if config.class_rows and config.task_dim else None)
+        if self.row_class is not None:
+            nn.init.zeros_(self.row_class.weight)
         layer = nn.TransformerEncoderLayer(d, config.heads, 4 * d, dropout=0.0,
                                            activation="gelu", batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
@@ -438,10 +470,26 @@ class WeightDiffusion(Generator):
             per_tensor = self._tensor_features(meta, emb)
             cond[i, :n] = per_tensor[layer] + self._position(position)
             keep[i, :n] = True
+            if self.row_class is not None and tasks is not None and not (
+                    dropped is not None and dropped[i]):
+                cond[i, :n] = cond[i, :n] + self._row_classes(meta, tasks[i], rows, n)
         h = self.inp(noisy) + cond
         h = h + self.time(timestep_embedding(timesteps, self.config.hidden))[:, None]
         h = h + self.task(b, tasks, dropped)[:, None]
         return self.out(self.norm(self._attend(h, keep)))
+
+    def _row_classes(self, meta: TokenMeta, descriptor: torch.Tensor, rows: slice,
+                     n: int) -> torch.Tensor:
+        """``(n, hidden)``: the projected class of each value of the classifier's tokens
+        among ``rows`` (:func:`row_classes`), zero for every other token."""
+        index, classes = row_classes(meta, descriptor, rows)
+        out = torch.zeros(n, self.config.hidden, device=descriptor.device)
+        if len(index):
+            onehot = F.one_hot(classes.clamp(min=0), self.config.task_dim)
+            onehot = (onehot * (classes >= 0)[..., None]).flatten(1).float()
+            onehot = onehot.to(descriptor.device)
+            out[index.to(descriptor.device)] = self.row_class(onehot)
+        return out
 
     def _check_span(self, tokens: int, starts: Sequence[int], meta: TokenMeta) -> None:
         """Refuse spans the attention cannot take: a full-attention model's longer than

@@ -20,6 +20,7 @@ from hyperinit.diffusion import (
     WeightTokenizer,
     diffusion_loss,
     ranked_descriptor,
+    row_classes,
     sample,
     sample_state_dicts,
 )
@@ -227,6 +228,46 @@ def test_ranked_descriptor_names_the_class_of_each_rank():
     assert ranked[0].nonzero().tolist() == [[0, 1], [1, 3]]  # classes 1 then 3
     assert ranked[1].nonzero().tolist() == [[0, 0], [1, 2]] and ranked[1, 1, 2] == 0.5
     assert not ranked_descriptor(torch.zeros(1, 4)).any()
+
+
+def test_row_classes_give_each_classifier_value_its_class(graph):
+    """mlp()'s classifier is Linear(16, 4): at chunk 16 each weight token is one row, and
+    the bias is one token of four values; row r belongs to the task's r-th class."""
+    meta = WeightTokenizer(16).layout(graph)
+    task = torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0, 1.0])  # classes 1, 3, 4, 5
+    index, classes = row_classes(meta, task)
+    head = [i for i, p in enumerate(graph.params) if p.name.startswith("2.")]
+    assert sorted(meta.layer[index].unique().tolist()) == sorted(head)
+    layer = {p.name: i for i, p in enumerate(graph.params)}
+    weight = index[meta.layer[index] == layer["2.weight"]]
+    bias = index[meta.layer[index] == layer["2.bias"]]
+    rows = classes[torch.isin(index, weight)]
+    assert rows.tolist() == [[c] * 16 for c in (1, 3, 4, 5)]
+    assert classes[torch.isin(index, bias)].tolist() == [[1, 3, 4, 5] + [-1] * 12]
+    # a span sees only its own tokens, numbered within it
+    later, _ = row_classes(meta, task, slice(int(index.min()), None))
+    assert later.tolist() == (index - index.min()).tolist()
+    # a task of another size has no classifier in this graph
+    assert len(row_classes(meta, torch.tensor([1.0, 1.0, 0, 0, 0, 0]))[0]) == 0
+
+
+def test_class_rows_are_trained_and_used_in_sampling(graph, zoo, tmp_path):
+    torch.manual_seed(0)
+    model = WeightDiffusion(DiffusionConfig(**{**asdict(TINY), "task_dim": 6,
+                                               "class_rows": True}))
+    tasks = [[0.0, 1.0, 0.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 1.0, 0.0, 1.0]] * 4
+    fit(model, zoo, steps=3, tasks=tasks)
+    assert model.row_class.weight.abs().sum() > 0  # training reached it
+    with_rows = sample_state_dicts(model, graph, seed=0, steps=2, task=tasks[0])[0]
+    model.save_pretrained(tmp_path)
+    loaded = WeightDiffusion.from_pretrained(tmp_path)
+    assert loaded.config.class_rows
+    again = sample_state_dicts(loaded, graph, seed=0, steps=2, task=tasks[0])[0]
+    assert torch.equal(again["2.weight"], with_rows["2.weight"])
+    model.row_class = None  # the same weights without row classes sample otherwise
+    without = sample_state_dicts(model, graph, seed=0, steps=2, task=tasks[0])[0]
+    assert not torch.equal(without["2.weight"], with_rows["2.weight"])
+    assert WeightDiffusion(DiffusionConfig(**asdict(TINY))).row_class is None
 
 
 @pytest.mark.parametrize("ranked", [False, True])

@@ -77,6 +77,7 @@ class TrainConfig:
     window: int | None = None  # diffusion: tokens per attention window
     train_windows: int | None = None  # diffusion: windows of a model denoised per step
     ranked_task: bool | None = None  # diffusion over tasks: condition on class ranks too
+    class_rows: bool | None = None  # diffusion over tasks: the head's values know their class
     # run
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda"
@@ -160,7 +161,7 @@ DEFAULT_SPREAD = 0.5
 # Model options that only one generator has (set for the other one: an error).
 SIZE_OPTIONS = {"ghn": ("rank", "features"),
                 "diffusion": ("chunk", "graph_layers", "prediction_type", "window",
-                              "train_windows", "ranked_task")}
+                              "train_windows", "ranked_task", "class_rows")}
 
 
 def as_tuple(value: Any) -> tuple:
