@@ -54,6 +54,9 @@ from .target import Arch, parse_dtype, reset_buffers, resolve_target
 
 SCHEDULER_FILE = "scheduler_config.json"
 _MIN_STD = 1e-4  # constant tensors (LayerNorm weights at init) get this std
+# Options added to DiffusionConfig on by default: a config.json written before them has
+# them off, as its model was trained.
+ADDED_OFF = {"ranked_task": False, "class_rows": False}
 # A full-attention model (window None) attends over all of an architecture's tokens at once:
 # its memory grows with their square, so it refuses more.
 MAX_TOKENS = 8192
@@ -225,7 +228,9 @@ class DiffusionConfig:
     ``r`` belongs to the task's ``r``-th class (:func:`row_classes`), and a token's input
     gets a projection of the class of each of its values. A class's row is then the same
     thing to learn whatever its rank, and composes into tasks whose ranks no training task
-    had.
+    had. On the zoo of fine-tunes it lifted zero-shot accuracy on two held-out five-way
+    tasks from 47.3% to 60.3%, and after 200 steps from 75.3% to 76.1% (the closest task's
+    checkpoint: 61.8% and 75.1%; ``docs/results/parent-zoo-eval.md``).
 
     ``window`` is how many consecutive tokens attend to each other (None: the whole sequence,
     as checkpoints from before windows do); ``sinusoidal_positions`` adds a fixed sinusoidal
@@ -244,7 +249,7 @@ class DiffusionConfig:
     task_classes: tuple[str, ...] | None = None
     cond_drop: float = 0.1
     ranked_task: bool = True
-    class_rows: bool = False
+    class_rows: bool = True
     stats_weight: float = 0.1
     prediction_type: str = "epsilon"
     window: int | None = 256
@@ -405,7 +410,7 @@ class WeightDiffusion(Generator):
         over whole sequences, with learned positions only, as it was trained. One with
         ``num_tasks`` was written before task descriptors: with 0 (every such shipped
         checkpoint) it is unconditional, and its one-row table is the "no task" vector. One
-        without ``ranked_task`` was written before ranks: it has no ranked projection."""
+        without an option of :data:`ADDED_OFF` was written before it: it has it off."""
         config = dict(config)
         num_tasks = config.pop("num_tasks", 0)
         if num_tasks:
@@ -413,8 +418,7 @@ class WeightDiffusion(Generator):
                              "descriptors (task_dim), and this version cannot read their rows")
         before_windows = {} if "window" in config else {"window": None,
                                                         "sinusoidal_positions": False}
-        before_ranks = {} if "ranked_task" in config else {"ranked_task": False}
-        return DiffusionConfig(**{**before_windows, **before_ranks, **config})
+        return DiffusionConfig(**{**before_windows, **ADDED_OFF, **config})
 
     @property
     def task_dim(self) -> int:

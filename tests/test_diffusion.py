@@ -267,7 +267,9 @@ def test_class_rows_are_trained_and_used_in_sampling(graph, zoo, tmp_path):
     model.row_class = None  # the same weights without row classes sample otherwise
     without = sample_state_dicts(model, graph, seed=0, steps=2, task=tasks[0])[0]
     assert not torch.equal(without["2.weight"], with_rows["2.weight"])
-    assert WeightDiffusion(DiffusionConfig(**asdict(TINY))).row_class is None
+    assert WeightDiffusion(DiffusionConfig(**{**asdict(TINY), "task_dim": 6,
+                                              "class_rows": False})).row_class is None
+    assert WeightDiffusion(TINY).row_class is None  # unconditional: no task, no classes
 
 
 @pytest.mark.parametrize("ranked", [False, True])

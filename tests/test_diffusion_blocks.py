@@ -110,12 +110,12 @@ def test_a_config_from_before_windows_loads_with_full_attention(tmp_path):
     old = untrained(replace(WINDOWED, window=None, sinusoidal_positions=False))
     old.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    for key in ("window", "sinusoidal_positions", "train_windows", "ranked_task"):
+    for key in ("window", "sinusoidal_positions", "train_windows", "ranked_task", "class_rows"):
         del config[key]
     (tmp_path / "config.json").write_text(json.dumps(config))
     loaded = WeightDiffusion.from_pretrained(tmp_path)
     assert (loaded.config.window, loaded.config.sinusoidal_positions) == (None, False)
-    assert not loaded.config.ranked_task  # nor ranks
+    assert not loaded.config.ranked_task and not loaded.config.class_rows  # nor later options
     graph = graphs.build(nn.Sequential(nn.Linear(8, 60)))
     ours, theirs = (sample_state_dicts(m, graph, seed=4, steps=3)[0] for m in (old, loaded))
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
