@@ -315,7 +315,7 @@ def row_classes(meta: TokenMeta, descriptor: torch.Tensor, rows: slice = slice(N
             if p.node == params[-1].node and p.shape and p.shape[0] == len(classes)]
     layer, position = meta.layer[rows], meta.position[rows]
     index = torch.isin(layer, torch.tensor(head, dtype=torch.long)).nonzero().flatten()
-    numel = torch.tensor([params[i].numel for i in range(len(params))])[layer[index]]
+    numel = torch.tensor([p.numel for p in params])[layer[index]]
     value = position[index, None] * meta.chunk + torch.arange(meta.chunk)
     row = torch.div(value, (numel // max(len(classes), 1))[:, None], rounding_mode="floor")
     real = value < numel[:, None]
