@@ -56,7 +56,7 @@ SCHEDULER_FILE = "scheduler_config.json"
 _MIN_STD = 1e-4  # constant tensors (LayerNorm weights at init) get this std
 # Options added to DiffusionConfig on by default: a config.json written before them has
 # them off, as its model was trained.
-ADDED_OFF = {"ranked_task": False, "class_rows": False}
+ADDED_OFF = {"ranked_task": False, "class_rows": False, "group": 1}
 # A full-attention model (window None) attends over all of an architecture's tokens at once:
 # its memory grows with their square, so it refuses more.
 MAX_TOKENS = 8192
@@ -237,6 +237,16 @@ class DiffusionConfig:
     code of the position in the tensor to the learned one, so chunks past ``positions`` stay
     apart; ``train_windows`` is how many consecutive windows of a model one training sample
     denoises (a random run of them when the model has more).
+
+    ``group`` merges that many consecutive tokens into one position of the transformer (1:
+    each token is one, as before groups). A token then keeps a vector of its own,
+    ``token_hidden`` wide (its noisy values, tensor and position), that the merged positions
+    are projected from and that the transformer's output (``hidden`` wide) is split back
+    onto; a per-token MLP refines it before the output layer. The transformer, most of a
+    step's cost, then runs ``group`` times fewer positions, while each token's output comes
+    from ``token_hidden`` numbers of its own rather than from a share of ``hidden``: a
+    token size that makes sampling cheap without squeezing ``group * chunk`` values through
+    ``hidden`` numbers. ``window`` and ``train_windows`` count merged positions.
     """
 
     chunk: int = 64
@@ -255,6 +265,8 @@ class DiffusionConfig:
     window: int | None = 256
     sinusoidal_positions: bool = True
     train_windows: int = 8
+    group: int = 1
+    token_hidden: int = 64
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
@@ -263,8 +275,13 @@ class DiffusionConfig:
         if self.window is not None and self.window < 1:
             raise ValueError(f"window must be positive or None (full attention), got "
                              f"{self.window}")
-        if self.train_windows < 1:
-            raise ValueError(f"train_windows must be positive, got {self.train_windows}")
+        for name in ("train_windows", "group", "token_hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.group > 1 and self.window is None:
+            raise ValueError(f"group={self.group} merges tokens for windowed attention: give a "
+                             "window (None is full attention, for checkpoints from before "
+                             "windows)")
         if self.task_dim < 0 or not 0 <= self.cond_drop <= 1:
             raise ValueError(f"task_dim must be at least 0 (0: unconditional) and cond_drop in "
                              f"0..1, got task_dim={self.task_dim}, cond_drop={self.cond_drop}")
@@ -279,9 +296,14 @@ class DiffusionConfig:
                                  f"{list(names)}")
 
     @property
+    def window_tokens(self) -> int | None:
+        """Tokens per attention window (None: full attention)."""
+        return None if self.window is None else self.window * self.group
+
+    @property
     def train_tokens(self) -> int | None:
         """Most tokens of one model a training sample holds (None: all of them)."""
-        return None if self.window is None else self.window * self.train_windows
+        return None if self.window is None else self.window_tokens * self.train_windows
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -384,22 +406,31 @@ class WeightDiffusion(Generator):
         self.tokenizer = WeightTokenizer(config.chunk)
         self.scheduler = default_scheduler(config.prediction_type)
         d = config.hidden
+        grouped = config.group > 1
+        w = config.token_hidden if grouped else d  # width of a token's own vector
         self.encoder = GraphEncoder(d, config.graph_layers, config.heads)
-        self.inp = nn.Linear(config.chunk, d)
-        self.position = nn.Embedding(config.positions, d)
+        self.inp = nn.Linear(config.chunk, w)
+        self.position = nn.Embedding(config.positions, w)
         self.role = nn.Embedding(len(ROLES) + 8, d)  # spare rows: roles are append-only
         self.numel = nn.Embedding(BUCKETS, d)  # log2 buckets of the tensor size
         self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.task = TaskConditioning(config.task_dim, d, config.ranked_task)
-        self.row_class = (nn.Linear(config.chunk * config.task_dim, d, bias=False)
+        self.row_class = (nn.Linear(config.chunk * config.task_dim, w, bias=False)
                           if config.class_rows and config.task_dim else None)
         if self.row_class is not None:
             nn.init.zeros_(self.row_class.weight)
         layer = nn.TransformerEncoderLayer(d, config.heads, 4 * d, dropout=0.0,
                                            activation="gelu", batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(d)
-        self.out = nn.Linear(d, config.chunk)
+        # group > 1: tensor features to token width, merge and split of positions, token MLP
+        self.token_tensor = nn.Linear(d, w) if grouped else None
+        self.merge = nn.Linear(config.group * w, d) if grouped else None
+        self.split = (nn.Sequential(nn.LayerNorm(d), nn.Linear(d, config.group * w))
+                      if grouped else None)
+        self.token_mlp = (nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 2 * w), nn.GELU(),
+                                        nn.Linear(2 * w, w)) if grouped else None)
+        self.norm = nn.LayerNorm(w)
+        self.out = nn.Linear(w, config.chunk)
         nn.init.zeros_(self.out.weight)  # start by predicting zero noise: a stable start
         nn.init.zeros_(self.out.bias)
         self.stats = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 2))
@@ -442,11 +473,16 @@ class WeightDiffusion(Generator):
         return self.stats(self._tensor_features(meta, node_emb))
 
     def _position(self, position: torch.Tensor) -> torch.Tensor:
-        """``(tokens, hidden)`` embedding of chunk positions within their tensors."""
+        """``(tokens, width)`` embedding of chunk positions within their tensors."""
         emb = self.position(position.clamp(max=self.config.positions - 1))
         if self.config.sinusoidal_positions:
-            emb = emb + timestep_embedding(position, self.config.hidden)
+            emb = emb + timestep_embedding(position, emb.shape[1])
         return emb
+
+    def _token_tensor(self, meta: TokenMeta, node_emb: torch.Tensor) -> torch.Tensor:
+        """``(params, width)``: :meth:`_tensor_features` at the width of a token's vector."""
+        features = self._tensor_features(meta, node_emb)
+        return features if self.token_tensor is None else self.token_tensor(features)
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, metas: Sequence[TokenMeta],
                 node_embs: Sequence[torch.Tensor], tasks: torch.Tensor | None = None,
@@ -456,8 +492,8 @@ class WeightDiffusion(Generator):
 
         ``metas[b]``/``node_embs[b]`` describe sample ``b`` (several samples may share one
         graph); ``noisy[b]`` holds its tokens from ``starts[b]`` on (default 0: from the
-        first), a multiple of ``config.window`` so windows stay where they are; tokens past
-        its last one are padding and are masked out. ``tasks`` are the samples' task
+        first), a multiple of ``config.window_tokens`` so windows stay where they are; tokens
+        past its last one are padding and are masked out. ``tasks`` are the samples' task
         descriptors ``(B, task_dim)`` (None: no task); samples where ``dropped`` is True get
         none (classifier-free dropout).
         """
@@ -465,29 +501,42 @@ class WeightDiffusion(Generator):
         starts = [0] * b if starts is None else list(starts)
         self._check_span(t, starts, metas[0])
         dev = noisy.device
-        cond = torch.zeros(b, t, self.config.hidden, device=dev)
+        cond = torch.zeros(b, t, self.inp.out_features, device=dev)
         keep = torch.zeros(b, t, dtype=torch.bool, device=dev)
         for i, (meta, emb, start) in enumerate(zip(metas, node_embs, starts, strict=True)):
             rows = slice(start, start + t)
             layer, position = meta.layer[rows].to(dev), meta.position[rows].to(dev)
             n = len(layer)
-            per_tensor = self._tensor_features(meta, emb)
-            cond[i, :n] = per_tensor[layer] + self._position(position)
+            cond[i, :n] = self._token_tensor(meta, emb)[layer] + self._position(position)
             keep[i, :n] = True
             if self.row_class is not None and tasks is not None and not (
                     dropped is not None and dropped[i]):
                 cond[i, :n] = cond[i, :n] + self._row_classes(meta, tasks[i], rows, n)
-        h = self.inp(noisy) + cond
-        h = h + self.time(timestep_embedding(timesteps, self.config.hidden))[:, None]
-        h = h + self.task(b, tasks, dropped)[:, None]
-        return self.out(self.norm(self._attend(h, keep)))
+        tokens = self.inp(noisy) + cond
+        shift = self.time(timestep_embedding(timesteps, self.config.hidden))
+        shift = (shift + self.task(b, tasks, dropped))[:, None]
+        if self.merge is None:
+            return self.out(self.norm(self._attend(tokens + shift, keep)))
+        return self.out(self.norm(self._grouped(tokens, shift, keep)))
+
+    def _grouped(self, tokens: torch.Tensor, shift: torch.Tensor, keep: torch.Tensor,
+                 ) -> torch.Tensor:
+        """Token vectors ``(B, T, token_hidden)`` after the transformer has run over their
+        groups of ``config.group`` (``shift``: the groups' time and task input)."""
+        b, t, w = tokens.shape
+        pad = -t % self.config.group
+        merged = self.merge(F.pad(tokens, (0, 0, 0, pad)).reshape(b, -1, self.config.group * w))
+        keep = F.pad(keep, (0, pad)).reshape(b, merged.shape[1], -1).any(2)
+        split = self.split(self._attend(merged + shift, keep)).reshape(b, t + pad, w)
+        tokens = tokens + split[:, :t]
+        return tokens + self.token_mlp(tokens)
 
     def _row_classes(self, meta: TokenMeta, descriptor: torch.Tensor, rows: slice,
                      n: int) -> torch.Tensor:
         """``(n, hidden)``: the projected class of each value of the classifier's tokens
         among ``rows`` (:func:`row_classes`), zero for every other token."""
         index, classes = row_classes(meta, descriptor, rows)
-        out = torch.zeros(n, self.config.hidden, device=descriptor.device)
+        out = torch.zeros(n, self.inp.out_features, device=descriptor.device)
         if len(index):
             onehot = F.one_hot(classes.clamp(min=0), self.config.task_dim)
             onehot = (onehot * (classes >= 0)[..., None]).flatten(1).float()
@@ -498,7 +547,7 @@ class WeightDiffusion(Generator):
     def _check_span(self, tokens: int, starts: Sequence[int], meta: TokenMeta) -> None:
         """Refuse spans the attention cannot take: a full-attention model's longer than
         :data:`MAX_TOKENS` or not from the first token, windows cut off their start."""
-        window = self.config.window
+        window = self.config.window_tokens
         if window is None and tokens > MAX_TOKENS:
             raise GeneratorLimitError(
                 f"{meta.graph.name or 'this architecture'} has {tokens} weight tokens; this "
@@ -509,12 +558,12 @@ class WeightDiffusion(Generator):
         if window is None and any(starts):
             raise ValueError("a full-attention model denoises whole sequences: starts must be 0")
         if window is not None and any(s % window for s in starts):
-            raise ValueError(f"starts must be multiples of the window ({window}), got "
+            raise ValueError(f"starts must be multiples of the window ({window} tokens), got "
                              f"{list(starts)}")
 
     def _attend(self, h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """The transformer over ``h`` ``(B, T, hidden)``: each window of ``config.window``
-        tokens on its own (the whole sequence when None), ``keep`` False on padding."""
+        positions on its own (the whole sequence when None), ``keep`` False on padding."""
         window = self.config.window
         if window is None:
             return self.blocks(h, src_key_padding_mask=~keep)
@@ -570,8 +619,8 @@ def train_start(config: DiffusionConfig, tokens: int) -> int:
     span = config.train_tokens
     if span is None or tokens <= span:
         return 0
-    last = math.ceil(tokens / config.window) - config.train_windows
-    return int(torch.randint(0, last + 1, ())) * config.window
+    last = math.ceil(tokens / config.window_tokens) - config.train_windows
+    return int(torch.randint(0, last + 1, ())) * config.window_tokens
 
 
 def diffusion_loss(model: WeightDiffusion, batch: Sequence[tuple[torch.Tensor, TokenMeta]],
@@ -658,7 +707,8 @@ def sample_state_dicts(model: WeightDiffusion, graph: ArchGraph, n: int = 1, see
         DDIMScheduler, model.scheduler.config, clip_sample=clip is not None,
         clip_sample_range=clip or 1.0)
     scheduler.set_timesteps(steps)
-    span = len(meta.layer) if model.config.window is None else model.config.window * window_batch
+    window = model.config.window_tokens
+    span = len(meta.layer) if window is None else window * window_batch
     tasks = None if vector is None else vector.to(dev).expand(n, -1)
     for start in range(0, len(meta.layer), span):
         noisy = x[:, start:start + span].to(dev)

@@ -1,5 +1,5 @@
-"""Block-wise weight diffusion: windows of tokens, any model size, and the old full-attention
-checkpoints unchanged."""
+"""Block-wise weight diffusion: windows of tokens (or of groups of tokens), any model size,
+and the old full-attention checkpoints unchanged."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ from training.zoo import build_arch
 
 WINDOWED = DiffusionConfig(chunk=16, hidden=16, layers=2, heads=2, graph_layers=1,
                            positions=16, window=8, train_windows=2)
+# the same 8 tokens per window, as 2 positions of 4 merged tokens
+GROUPED = replace(WINDOWED, window=2, group=4, token_hidden=16)
+BOTH = pytest.mark.parametrize("config", [WINDOWED, GROUPED], ids=["tokens", "groups"])
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +45,9 @@ def untrained(config: DiffusionConfig = WINDOWED) -> WeightDiffusion:
     return model
 
 
-def test_a_windowed_model_samples_past_the_full_attention_limit(big):
-    model = untrained()
+@BOTH
+def test_a_windowed_model_samples_past_the_full_attention_limit(big, config):
+    model = untrained(config)
     assert len(model.tokenizer.layout(big).layer) > MAX_TOKENS
     (state,) = sample_state_dicts(model, big, seed=0, steps=2)
     assert state["0.weight"].shape == (160, 1024) and torch.isfinite(state["0.weight"]).all()
@@ -54,8 +58,9 @@ def test_a_full_attention_model_still_refuses_past_its_limit(big):
         sample_state_dicts(untrained(replace(WINDOWED, window=None)), big, steps=1)
 
 
-def test_windows_do_not_attend_across_each_other():
-    model = untrained()
+@BOTH
+def test_windows_do_not_attend_across_each_other(config):
+    model = untrained(config)
     graph = graphs.build(nn.Sequential(nn.Linear(8, 60)))  # 480 + 60 values: 34 tokens
     meta = model.tokenizer.layout(graph)
     (emb,) = model.embed([graph])
@@ -68,8 +73,9 @@ def test_windows_do_not_attend_across_each_other():
     assert not torch.allclose(before[:, 8:16], after[:, 8:16])
 
 
-def test_a_span_of_windows_predicts_as_the_whole_sequence():
-    model = untrained()
+@BOTH
+def test_a_span_of_windows_predicts_as_the_whole_sequence(config):
+    model = untrained(config)
     graph = graphs.build(nn.Sequential(nn.Linear(8, 60)))
     meta = model.tokenizer.layout(graph)
     (emb,) = model.embed([graph])
@@ -83,8 +89,9 @@ def test_a_span_of_windows_predicts_as_the_whole_sequence():
         model(noisy[:, 4:], t, [meta], [emb], starts=[4])
 
 
-def test_sampling_in_window_batches_gives_the_values_of_all_at_once():
-    model = untrained()
+@BOTH
+def test_sampling_in_window_batches_gives_the_values_of_all_at_once(config):
+    model = untrained(config)
     graph = graphs.build(nn.Sequential(nn.Linear(64, 60)))  # 244 tokens: 31 windows
     one, all_at_once = (sample_state_dicts(model, graph, n=2, seed=1, steps=2, window_batch=b)
                         for b in (1, 64))
@@ -93,13 +100,35 @@ def test_sampling_in_window_batches_gives_the_values_of_all_at_once():
         torch.testing.assert_close(a["0.bias"], b["0.bias"])
 
 
-def test_training_learns_random_runs_of_windows(big):
+def test_merged_tokens_see_each_other_within_their_window_only():
+    model = untrained(GROUPED)
+    graph = graphs.build(nn.Sequential(nn.Linear(8, 60)))  # 34 tokens: 9 groups of 4
+    meta = model.tokenizer.layout(graph)
+    (emb,) = model.embed([graph])
+    noisy = torch.randn(1, len(meta.layer), 16)
+    changed = noisy.clone()
+    changed[:, 9] += 1.0  # a token of the second window's first group
+    with torch.no_grad():
+        before, after = (model(x, torch.tensor([500]), [meta], [emb]) for x in (noisy, changed))
+    moved = (before - after).abs().amax(2)[0] > 0
+    assert moved[8:16].all() and not moved[:8].any() and not moved[16:].any()
+
+
+def test_groups_need_windows_and_a_positive_size():
+    with pytest.raises(ValueError, match="group=4 merges tokens for windowed attention"):
+        replace(GROUPED, window=None)
+    with pytest.raises(ValueError, match="token_hidden must be positive, got 0"):
+        replace(GROUPED, token_hidden=0)
+
+
+@BOTH
+def test_training_learns_random_runs_of_windows(big, config):
     torch.manual_seed(0)
-    starts = {train_start(WINDOWED, 10250) for _ in range(200)}
+    starts = {train_start(config, 10250) for _ in range(200)}
     assert all(s % 8 == 0 and s + 16 <= 10250 + 7 for s in starts) and len(starts) > 100
-    assert train_start(WINDOWED, 16) == 0 and train_start(replace(WINDOWED, window=None),
-                                                         10250) == 0
-    model = WeightDiffusion(WINDOWED)
+    assert train_start(config, 16) == 0 and train_start(replace(WINDOWED, window=None),
+                                                       10250) == 0
+    model = WeightDiffusion(config)
     state = nn.Sequential(nn.Linear(1024, 160)).state_dict()
     loss = diffusion_loss(model, [model.tokenizer.encode(state, big)])
     loss.backward()
@@ -110,12 +139,14 @@ def test_a_config_from_before_windows_loads_with_full_attention(tmp_path):
     old = untrained(replace(WINDOWED, window=None, sinusoidal_positions=False))
     old.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    for key in ("window", "sinusoidal_positions", "train_windows", "ranked_task", "class_rows"):
+    for key in ("window", "sinusoidal_positions", "train_windows", "ranked_task", "class_rows",
+                "group", "token_hidden"):
         del config[key]
     (tmp_path / "config.json").write_text(json.dumps(config))
     loaded = WeightDiffusion.from_pretrained(tmp_path)
     assert (loaded.config.window, loaded.config.sinusoidal_positions) == (None, False)
     assert not loaded.config.ranked_task and not loaded.config.class_rows  # nor later options
+    assert loaded.config.group == 1
     graph = graphs.build(nn.Sequential(nn.Linear(8, 60)))
     ours, theirs = (sample_state_dicts(m, graph, seed=4, steps=3)[0] for m in (old, loaded))
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)

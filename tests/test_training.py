@@ -92,8 +92,10 @@ def test_diffusion_learns_the_last_step_or_the_one_named(tmp_path, tiny_zoo):
 
 def test_diffusion_window_options_reach_the_model(tmp_path, tiny_zoo):
     model = make_trainer(tiny_config(tmp_path / "run", "diffusion", zoo=tiny_zoo[0].out,
-                                     window=4, train_windows=2)).model
+                                     window=4, train_windows=2, group=2,
+                                     token_hidden=8)).model
     assert (model.config.window, model.config.train_windows) == (4, 2)
+    assert (model.config.group, model.config.token_hidden) == (2, 8)
     with pytest.raises(ValueError, match="train_windows only apply to generator='diffusion'"):
         TrainConfig(window=4, train_windows=2)
 

@@ -78,6 +78,8 @@ class TrainConfig:
     train_windows: int | None = None  # diffusion: windows of a model denoised per step
     ranked_task: bool | None = None  # diffusion over tasks: condition on class ranks too
     class_rows: bool | None = None  # diffusion over tasks: the head's values know their class
+    group: int | None = None  # diffusion: tokens merged into one transformer position
+    token_hidden: int | None = None  # diffusion with group > 1: width of a token's own vector
     # run
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda"
@@ -161,7 +163,8 @@ DEFAULT_SPREAD = 0.5
 # Model options that only one generator has (set for the other one: an error).
 SIZE_OPTIONS = {"ghn": ("rank", "features"),
                 "diffusion": ("chunk", "graph_layers", "prediction_type", "window",
-                              "train_windows", "ranked_task", "class_rows")}
+                              "train_windows", "ranked_task", "class_rows", "group",
+                              "token_hidden")}
 
 
 def as_tuple(value: Any) -> tuple:
