@@ -9,6 +9,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from hyperinit.diffusion import DDIM_STEPS
+
 from .config import as_tuple
 from .recipe import RecipeConfig
 from .tasks import Task, held_out_tasks
@@ -54,7 +56,7 @@ class ZooEvalConfig:
     ks: tuple[int, ...] = (0, 50)  # measure after these many training steps
     seed: int = 0
     ghn: str | None = None  # hypernetwork for the ghn method; None: the shipped default
-    diffusion_steps: int = 50  # DDIM steps per sample
+    diffusion_steps: int = DDIM_STEPS  # DDIM steps per sample
     # data and recipe
     data: str | None = None  # CIFAR-10 zip or ImageFolder; None: the data folder's zip
     train_samples: int | None = None
