@@ -25,9 +25,9 @@ from hyperinit.diffusion import (
 from training.zoo import build_arch
 
 WINDOWED = DiffusionConfig(chunk=16, hidden=16, layers=2, heads=2, graph_layers=1,
-                           positions=16, window=8, train_windows=2)
+                           positions=16, window=8, train_windows=2, group=1)
 # the same 8 tokens per window, as 2 positions of 4 merged tokens
-GROUPED = replace(WINDOWED, window=2, group=4, token_hidden=16)
+GROUPED = replace(WINDOWED, window=2, group=4)
 BOTH = pytest.mark.parametrize("config", [WINDOWED, GROUPED], ids=["tokens", "groups"])
 
 
