@@ -46,6 +46,7 @@ from torch import nn
 from graphs import ROLES, ArchGraph
 from graphs.graph import ROLE_INDEX
 
+from .catalog import load_generator
 from .checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from .encoder import BUCKETS, GraphEncoder, log_bucket
 from .errors import CheckpointError, GeneratorLimitError
@@ -745,10 +746,15 @@ def _denoise(model: WeightDiffusion, scheduler: DDIMScheduler, x: torch.Tensor, 
 
 
 def load_diffusion(generator: str | os.PathLike | WeightDiffusion) -> WeightDiffusion:
-    """A diffusion generator from a local folder or Hub repo id, or an instance as is."""
+    """A diffusion generator by shipped name, local folder or ``hub:OWNER/NAME[@REVISION]``
+    (as :func:`hyperinit.load_generator` takes them), or an instance as is."""
     if isinstance(generator, WeightDiffusion):
         return generator
-    return WeightDiffusion.from_pretrained(generator)
+    model = load_generator(generator)
+    if not isinstance(model, WeightDiffusion):
+        raise CheckpointError(f"{generator} is a {model.kind} generator: sampling takes a "
+                              "weight-diffusion one (hyperinit.predict takes any generator)")
+    return model
 
 
 def sample(arch: Arch, generator: str | os.PathLike | WeightDiffusion, *, n: int = 1,

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import graphs
-from hyperinit import GeneratorLimitError
+from hyperinit import CheckpointError, GeneratorLimitError
 from hyperinit.catalog import SHIPPED
 from hyperinit.diffusion import (
     MAX_TOKENS,
@@ -166,6 +166,14 @@ def test_the_shipped_full_attention_model_samples_as_before():
     torch.testing.assert_close(states[0]["8.2.weight"].flatten()[:4], torch.tensor(
         [-0.13473540544509888, -0.08420482277870178, -0.06956944614648819,
          0.12903423607349396]))
+
+
+def test_sampling_takes_a_shipped_name_and_refuses_a_hypernetwork():
+    (state,) = sample(build_arch("vgg-9"), generator="diffusion-vgg-cifar10", steps=1)
+    assert set(state) == set(build_arch("vgg-9").state_dict())
+    with pytest.raises(CheckpointError, match="ghn-cifar10 is a graph-hypernetwork generator: "
+                                              "sampling takes a weight-diffusion one"):
+        sample(build_arch("vgg-9"), generator="ghn-cifar10")
 
 
 def test_schedulers_are_built_as_from_config_builds_them():
