@@ -670,7 +670,10 @@ def diffusion_loss(model: WeightDiffusion, batch: Sequence[tuple[torch.Tensor, T
 
 
 # ----- sampling ----------------------------------------------------------------------------
-WINDOW_BATCH = 64  # windows sampled at once: bounds sampling memory, whatever the model size
+# Windows sampled at once: bounds sampling memory, whatever the model size. With the default
+# groups a window holds 131k values; for a ResNet-18, 4 at once took 11.3 s and 291 MB
+# beyond the model's own tensors, 64 at once 13.8 s and 458 MB (bench/diffusion_sample.py).
+WINDOW_BATCH = 4
 # Sampling steps when none are given. Clean-weight (``sample``) predictors need few: on two
 # held-out tasks a task-conditioned model's samples scored 60.3%, 60.4% and 60.3% before
 # training at 10, 20 and 50 steps (docs/results/parent-zoo-eval.md), and 10 steps take a
