@@ -285,8 +285,8 @@ class DiffusionConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.group > 1 and self.window is None:
             raise ValueError(f"group={self.group} merges tokens for windowed attention: give a "
-                             "window (None is full attention, for checkpoints from before "
-                             "windows)")
+                             "window, or group=1 for full attention (window None, as "
+                             "checkpoints from before windows have)")
         if self.task_dim < 0 or not 0 <= self.cond_drop <= 1:
             raise ValueError(f"task_dim must be at least 0 (0: unconditional) and cond_drop in "
                              f"0..1, got task_dim={self.task_dim}, cond_drop={self.cond_drop}")

@@ -48,7 +48,7 @@ def main(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tiny = hyperinit.GHNConfig(hidden=16, layers=1, heads=2, rank=4, features=8)
     hyperinit.GraphHyperNetwork(tiny).save_pretrained(folder / "tiny-ghn")
     WeightDiffusion(DiffusionConfig(chunk=16, hidden=16, layers=1, heads=2, graph_layers=1,
-                                    positions=16, window=None)).save_pretrained(
+                                    positions=16, window=None, group=1)).save_pretrained(
         folder / "tiny-diffusion")
     generators = ("untrained", str(folder / "tiny-ghn"), str(folder / "tiny-diffusion"))
     with running(config(folder, generators=generators)) as server:
