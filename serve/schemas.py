@@ -125,8 +125,9 @@ class GeneratorInfo(BaseModel):
     default: bool = Field(description="Used when a request names no generator.")
     kind: str = Field(description="The generator's kind (hyperinit.generator.KINDS).",
                       examples=["graph-hypernetwork"])
-    config: dict[str, bool | int | float | str | None] = Field(
-        description="The generator's network config (GHNConfig or DiffusionConfig).",
+    config: dict[str, bool | int | float | str | list[str] | None] = Field(
+        description="The generator's network config (GHNConfig or DiffusionConfig; a "
+                    "task-conditioned one lists the classes its tasks name in `task_classes`).",
         examples=[{"hidden": 64, "layers": 3, "heads": 8, "rank": 32, "features": 512,
                   "decoder": "index"}])
     defaults: dict[str, bool | int | float | str | None] = Field(

@@ -205,6 +205,8 @@ def test_a_bare_server_defaults_to_the_generator_of_the_cli_and_api(tmp_path: Pa
     with running(bare) as server:
         listed = server.client.get("/v1/generators").json()["generators"]
         assert [g["name"] for g in listed if g["default"]] == [default_generator()]
+        tasked = next(g for g in listed if g["name"] == "diffusion-resnet-cifar10-tasks")
+        assert tasked["config"]["task_classes"][3] == "cat"  # what a request's task may name
         response = server.client.post("/v1/inits", json=RESNET18)
         assert response.status_code == 200, response.text
         assert response.headers["x-generator"].startswith(f"{default_generator()}@")
