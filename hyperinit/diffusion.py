@@ -249,7 +249,7 @@ class DiffusionConfig:
     from ``token_hidden`` numbers of its own rather than from a share of ``hidden``: a
     token size that makes sampling cheap without squeezing ``group * chunk`` values through
     ``hidden`` numbers. ``window`` and ``train_windows`` count merged positions. The default,
-    32 tokens of 64 values per position in windows of 64, took a ResNet-18 init in 16 s with
+    32 tokens of 64 values per position in windows of 64, took a ResNet-18 init in 11-14 s with
     10 DDIM steps on the 2-core CPU where ungrouped tokens took 25-30 s per step, and learned
     held-out tasks as well (docs/results/parent-zoo-eval.md).
     """
