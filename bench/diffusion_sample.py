@@ -4,8 +4,8 @@ Run with ``.venv/bin/python bench/diffusion_sample.py`` (``--models``, ``--steps
 ``--generator``, ``--task``, ``--chunk``, ``--hidden``, ``--layers``, ``--window``,
 ``--group``, ``--token-hidden``, ``--window-batch``, ``--json PATH``).
 
-It takes a trained generator (``--generator``, a folder or shipped name; ``--task`` a task
-name for a task-conditioned one) or saves an untrained windowed
+It takes a trained generator (``--generator``, a folder or shipped name; ``--task`` the
+classes of a task for a task-conditioned one) or saves an untrained windowed
 :class:`hyperinit.WeightDiffusion` (the default ``DiffusionConfig`` unless the size flags
 change it; speed does not depend on training), then for each model (10 classes) and each
 DDIM step count times a fresh ``python`` that imports hyperinit, loads the generator,
@@ -37,9 +37,9 @@ SIZES = ("chunk", "hidden", "layers", "window", "group", "token_hidden")
 SAMPLE = """
 import json, resource, sys, time
 from safetensors.torch import save_file
-from hyperinit.diffusion import WeightDiffusion, sample
+from hyperinit.diffusion import load_diffusion, sample
 name, folder, task, steps, batch, out = sys.argv[1:]
-model = WeightDiffusion.from_pretrained(folder)
+model = load_diffusion(folder)
 began = time.perf_counter()
 (state,) = sample(f"torchvision:{name}", model, num_classes=10, steps=int(steps),
                   window_batch=int(batch), task=task or None)
@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generator", help="a trained weight-diffusion generator (folder or "
                         "shipped name) instead of an untrained one of the size flags")
     parser.add_argument("--task", default="", help="the task to sample for (a "
-                        "task-conditioned generator), e.g. cifar10-0-1-3-5-9")
+                        "task-conditioned generator): its classes, e.g. 0,1,3,5,9 or "
+                        "cat,dog,ship")
     for size in SIZES:
         parser.add_argument(f"--{size.replace('_', '-')}", type=int, help=f"untrained "
                             f"generator's {size} (default: DiffusionConfig's)")

@@ -233,18 +233,19 @@ class DiffusionConfig:
     tasks from 47.3% to 60.3%, and after 200 steps from 75.3% to 76.1% (the closest task's
     checkpoint: 61.8% and 75.1%; ``docs/results/parent-zoo-eval.md``).
 
-    ``window`` is how many consecutive tokens attend to each other (None: the whole sequence,
-    as checkpoints from before windows do); ``sinusoidal_positions`` adds a fixed sinusoidal
-    code of the position in the tensor to the learned one, so chunks past ``positions`` stay
-    apart; ``train_windows`` is how many consecutive windows of a model one training sample
-    denoises (a random run of them when the model has more).
+    ``window`` is how many consecutive positions (tokens, or groups of ``group`` tokens)
+    attend to each other (None: the whole sequence, as checkpoints from before windows do);
+    ``sinusoidal_positions`` adds a fixed sinusoidal code of the position in the tensor to
+    the learned one, so chunks past ``positions`` stay apart; ``train_windows`` is how many
+    consecutive windows of a model one training sample denoises (a random run of them when
+    the model has more).
 
     ``group`` merges that many consecutive tokens into one position of the transformer (1:
     each token is one, as before groups). A token then keeps a vector of its own,
     ``token_hidden`` wide (None: ``chunk``, a number per value; its noisy values, tensor and
-    position), that the merged positions
-    are projected from and that the transformer's output (``hidden`` wide) is split back
-    onto; a per-token MLP refines it before the output layer. The transformer, most of a
+    position), that the merged positions are projected from and that the transformer's
+    output (``hidden`` wide) is split back onto; a per-token MLP refines it before the
+    output layer. The transformer, most of a
     step's cost, then runs ``group`` times fewer positions, while each token's output comes
     from ``token_hidden`` numbers of its own rather than from a share of ``hidden``: a
     token size that makes sampling cheap without squeezing ``group * chunk`` values through
@@ -538,7 +539,7 @@ class WeightDiffusion(Generator):
 
     def _row_classes(self, meta: TokenMeta, descriptor: torch.Tensor, rows: slice,
                      n: int) -> torch.Tensor:
-        """``(n, hidden)``: the projected class of each value of the classifier's tokens
+        """``(n, width)``: the projected class of each value of the classifier's tokens
         among ``rows`` (:func:`row_classes`), zero for every other token."""
         index, classes = row_classes(meta, descriptor, rows)
         out = torch.zeros(n, self.inp.out_features, device=descriptor.device)

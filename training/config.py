@@ -74,7 +74,7 @@ class TrainConfig:
     chunk: int | None = None  # diffusion: values per weight token
     graph_layers: int | None = None  # diffusion: depth of its graph encoder
     prediction_type: str | None = None  # diffusion: "epsilon" (noise) or "sample" (weights)
-    window: int | None = None  # diffusion: tokens per attention window
+    window: int | None = None  # diffusion: positions (groups of tokens) per attention window
     train_windows: int | None = None  # diffusion: windows of a model denoised per step
     ranked_task: bool | None = None  # diffusion over tasks: condition on class ranks too
     class_rows: bool | None = None  # diffusion over tasks: the head's values know their class
