@@ -216,6 +216,28 @@ def test_resume(run, tmp_path):
         evaluate_zoo(ZooEvalConfig(**{**cfg.to_dict(), "out": str(out)}))
 
 
+def test_a_new_generator_is_measured_beside_the_baselines_already_there(run, tmp_path):
+    cfg, rows = run
+    out = Path(shutil.copytree(cfg.out, tmp_path / "eval"))
+    baselines = [line for line in (out / "results.jsonl").read_text().splitlines()
+                 if json.loads(line)["method"] != "diffusion"]
+    (out / "results.jsonl").write_text("".join(line + "\n" for line in baselines))
+    config = json.loads((out / "config.json").read_text())  # rows of no generator's weights
+    (out / "config.json").write_text(json.dumps({**config, "generator_id": "other@0123",
+                                                 "diffusion_steps": 3}))
+    again = evaluate_zoo(ZooEvalConfig(**{**cfg.to_dict(), "out": str(out)}))
+    def untimed(rows: list[dict]) -> list[dict]:
+        return [{k: v for k, v in row.items() if "seconds" not in k} for row in rows]
+
+    assert untimed(again) == untimed(rows)  # diffusion rows made anew (same weights)
+    assert (out / "results.jsonl").read_text().splitlines()[:len(baselines)] == baselines
+    assert json.loads((out / "config.json").read_text())["generator_id"] == \
+        config["generator_id"]
+    with pytest.raises(ValueError, match="other ghn"):  # ghn rows are there: their GHN stays
+        evaluate_zoo(ZooEvalConfig(**{**cfg.to_dict(), "out": str(out),
+                                      "ghn": str(tmp_path / "other-ghn")}))
+
+
 def test_bad_inputs(setup, tmp_path):
     with pytest.raises(ValueError, match=r"unknown method\(s\) \['p-diff'\]: methods are "
                                          "diffusion, checkpoint"):

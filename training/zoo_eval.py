@@ -146,9 +146,13 @@ TASK_HEADS = "by class"
 # ``predictions`` for overlap are of BatchNorm-calibrated models (earlier rows: as made).
 OVERLAP_OF = "calibrated models"
 CALIBRATION_SEED = 0  # the training-batch stream every model's statistics are estimated on
-ROW_OPTIONS = ("generator", "generator_id", "zoo", "step", "seed", "ghn", "ghn_models",
-               "task_heads", "overlap_of", "diffusion_steps", "data", "ks", "train_samples",
-               "test_samples", "batch_size", "lr", "weight_decay", "amp")
+ROW_OPTIONS = ("zoo", "step", "seed", "task_heads", "overlap_of", "data", "ks",
+               "train_samples", "test_samples", "batch_size", "lr", "weight_decay", "amp")
+# Options that change only one method's rows: a resumed run compares them only where it
+# holds rows of that method, so a new or retrained generator is measured beside baselines
+# that are already there (and a run of baselines alone takes any generator later).
+METHOD_OPTIONS = {"diffusion": ("generator", "generator_id", "diffusion_steps"),
+                  "ghn": ("ghn", "ghn_models")}
 # What identifies a row in results.jsonl: without tasks, and in a zoo over tasks.
 ROW_KEY = ("arch", "method", "sample")
 TASK_ROW_KEY = ("arch", "task", "method", "sample")
@@ -648,10 +652,13 @@ def evaluate_zoo(cfg: ZooEvalConfig) -> list[dict[str, Any]]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     weights = folder_id(cfg.generator) if "diffusion" in cfg.methods else None
+    done = load_rows(out / RESULTS, TASK_ROW_KEY if over_tasks else ROW_KEY)
+    held = {row["method"] for row in done.values()}
+    options = ROW_OPTIONS + tuple(option for method, names in METHOD_OPTIONS.items()
+                                  if method in held for option in names)
     check_resumable({**cfg.to_dict(), "ghn_models": GHN_MODELS, "generator_id": weights,
                      "task_heads": TASK_HEADS if over_tasks else None,
-                     "overlap_of": OVERLAP_OF}, out, ROW_OPTIONS)
-    done = load_rows(out / RESULTS, TASK_ROW_KEY if over_tasks else ROW_KEY)
+                     "overlap_of": OVERLAP_OF}, out, options)
     todo = [job for job in jobs if row_key(job) not in done]
     if todo:
         run_jobs(cfg, selected, todo, len(jobs), done, out, device)
