@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from hyperinit.commands import zoo as zoo_command
+from hyperinit.errors import CheckpointError
 from hyperinit.generator import folder_id
 from training.config import TrainConfig, load_config
 from training.recipe import EvalData
@@ -238,6 +239,14 @@ def test_a_new_generator_is_measured_beside_the_baselines_already_there(run, tmp
                                       "ghn": str(tmp_path / "other-ghn")}))
 
 
+def test_a_shipped_generator_is_evaluated_by_name(setup, tmp_path):
+    rows = evaluate_zoo(config(setup, tmp_path, generator="diffusion-vgg-cifar10",
+                               methods="diffusion", samples=1))
+    assert [row["generator"].split("@")[0] for row in rows] == ["diffusion-vgg-cifar10"]
+    assert json.loads((tmp_path / "config.json").read_text())["generator_id"] == \
+        rows[0]["generator"]
+
+
 def test_bad_inputs(setup, tmp_path):
     with pytest.raises(ValueError, match=r"unknown method\(s\) \['p-diff'\]: methods are "
                                          "diffusion, checkpoint"):
@@ -249,8 +258,10 @@ def test_bad_inputs(setup, tmp_path):
         config(setup, tmp_path, zoo="")
     with pytest.raises(ValueError, match="unknown architecture 'resnet18'"):
         config(setup, tmp_path, archs="resnet18")
-    with pytest.raises(FileNotFoundError, match="generator .*missing is not a folder"):
+    with pytest.raises(CheckpointError, match="unknown generator .*missing'"):
         evaluate_zoo(config(setup, tmp_path, generator=str(tmp_path / "missing")))
+    with pytest.raises(CheckpointError, match="ghn-cifar10 is a .* generator: sampling takes"):
+        evaluate_zoo(config(setup, tmp_path, generator="ghn-cifar10"))
     with pytest.raises(ValueError, match="no checkpoints of convnext-0; it has vgg-2"):
         evaluate_zoo(config(setup, tmp_path, archs="vgg-2,convnext-0"))
     with pytest.raises(ValueError, match="no checkpoints of vgg-2 at step 3; its steps are 1, 2"):

@@ -102,7 +102,6 @@ from tqdm import tqdm
 
 import hyperinit
 from hyperinit.diffusion import WeightDiffusion, load_diffusion, sample_state_dicts
-from hyperinit.generator import folder_id
 
 from .recipe import (
     EvalData,
@@ -524,13 +523,29 @@ def sample_diffusion(model: WeightDiffusion, arch: str, cfg: ZooEvalConfig,
     return states, {"sample_seconds": batch, "sample_seconds_one": time.perf_counter() - start}
 
 
-class Generators:
-    """The diffusion model and the GHN, loaded on first use; diffusion samples per arch and
-    task."""
+def diffusion_for(cfg: ZooEvalConfig, over_tasks: bool) -> WeightDiffusion | None:
+    """The weight-diffusion model of the diffusion method (None without it), loaded and
+    checked before any work: a zoo over tasks needs one conditioned on task descriptors, as
+    the held-out tasks are given to it."""
+    if "diffusion" not in cfg.methods:
+        return None
+    model = load_diffusion(cfg.generator)
+    if over_tasks and model.config.task_dim == 0:
+        raise ValueError(f"the generator {cfg.generator} is unconditional (task_dim 0), "
+                         "but a zoo over tasks is evaluated on held-out tasks it must be "
+                         "given: train it on a zoo over tasks (hyperinit train "
+                         "generator=diffusion zoo=DIR), which conditions it on tasks")
+    return model
 
-    def __init__(self, cfg: ZooEvalConfig, device: torch.device) -> None:
+
+class Generators:
+    """The diffusion model (given) and the GHN (loaded on first use); diffusion samples per
+    arch and task."""
+
+    def __init__(self, cfg: ZooEvalConfig, device: torch.device,
+                 diffusion: WeightDiffusion | None = None) -> None:
         self.cfg, self.device = cfg, device
-        self._diffusion: WeightDiffusion | None = None
+        self._diffusion = None if diffusion is None else diffusion.to(device)
         self._ghn: tuple[nn.Module, dict[str, Any]] | None = None
         self._samples: dict[tuple[str, Task | None],
                             tuple[list[dict[str, torch.Tensor]], dict[str, Any]]] = {}
@@ -542,24 +557,14 @@ class Generators:
             self._ghn = model, {"generator": model.id}
         return self._ghn
 
-    def diffusion_model(self, over_tasks: bool) -> WeightDiffusion:
-        """The weight-diffusion model (loaded once); a zoo over tasks needs one conditioned
-        on task descriptors, as the held-out tasks are given to it."""
-        if self._diffusion is None:
-            self._diffusion = load_diffusion(self.cfg.generator).to(self.device)
-        if over_tasks and self._diffusion.config.task_dim == 0:
-            raise ValueError(f"the generator {self.cfg.generator} is unconditional (task_dim 0), "
-                             "but a zoo over tasks is evaluated on held-out tasks it must be "
-                             "given: train it on a zoo over tasks (hyperinit train "
-                             "generator=diffusion zoo=DIR), which conditions it on tasks")
-        return self._diffusion
-
     def diffusion(self, arch: str, task: Task | None, num_classes: int,
                   ) -> tuple[list[dict[str, torch.Tensor]], dict[str, Any]]:
         """The samples of ``arch`` for ``task`` (made once) and what to record: timings and
         the generator id."""
         if (arch, task) not in self._samples:
-            model = self.diffusion_model(task is not None)
+            model = self._diffusion
+            if model is None:
+                raise ValueError("the diffusion method needs a weight-diffusion model")
             states, seconds = sample_diffusion(model, arch, self.cfg, task, num_classes)
             self._samples[arch, task] = states, {**seconds, "generator": model.id}
         return self._samples[arch, task]
@@ -640,10 +645,7 @@ def evaluate_zoo(cfg: ZooEvalConfig) -> list[dict[str, Any]]:
     selected = training_checkpoints(cfg)
     over_tasks = next(iter(selected.values()))[0].task is not None
     cfg = cfg.for_zoo(over_tasks)
-    if "diffusion" in cfg.methods and not Path(cfg.generator).is_dir():
-        raise FileNotFoundError(f"generator {cfg.generator} is not a folder: give a weight-"
-                                "diffusion checkpoint folder (config.json, model.safetensors, "
-                                "scheduler_config.json)")
+    diffusion = diffusion_for(cfg, over_tasks)
     jobs: list[Job] = [(arch, task, method, i) for arch, task in targets(cfg, selected)
                        for method in methods_for(cfg, arch, selected)
                        for i in range(sample_count(method, len(selected.get(arch, ())),
@@ -651,7 +653,7 @@ def evaluate_zoo(cfg: ZooEvalConfig) -> list[dict[str, Any]]:
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    weights = folder_id(cfg.generator) if "diffusion" in cfg.methods else None
+    weights = None if diffusion is None else diffusion.id
     done = load_rows(out / RESULTS, TASK_ROW_KEY if over_tasks else ROW_KEY)
     held = {row["method"] for row in done.values()}
     options = ROW_OPTIONS + tuple(option for method, names in METHOD_OPTIONS.items()
@@ -661,7 +663,7 @@ def evaluate_zoo(cfg: ZooEvalConfig) -> list[dict[str, Any]]:
                      "overlap_of": OVERLAP_OF}, out, options)
     todo = [job for job in jobs if row_key(job) not in done]
     if todo:
-        run_jobs(cfg, selected, todo, len(jobs), done, out, device)
+        run_jobs(cfg, selected, todo, len(jobs), done, out, device, diffusion)
     rows = [done[row_key(job)] for job in jobs]
     write_reports(cfg, rows, out)
     return rows
@@ -669,15 +671,13 @@ def evaluate_zoo(cfg: ZooEvalConfig) -> list[dict[str, Any]]:
 
 def run_jobs(cfg: ZooEvalConfig, selected: dict[str, list[ZooEntry]], todo: list[Job],
              total: int, done: dict[tuple, dict[str, Any]], out: Path,
-             device: torch.device) -> None:
+             device: torch.device, diffusion: WeightDiffusion | None = None) -> None:
     """Run ``todo`` (grouped by task, for which each arch's checkpoints are loaded once),
     appending each row to ``OUT/results.jsonl`` and to ``done`` as it finishes."""
     recipe = cfg.recipe()
     all_classes = EvalData(recipe, device)
     autocast = autocast_for(recipe, device)
-    generators = Generators(cfg, device)
-    if any(method == "diffusion" for _, _, method, _ in todo):  # a wrong generator fails first
-        generators.diffusion_model(todo[0][1] is not None)
+    generators = Generators(cfg, device, diffusion)
     bar = tqdm(total=total, initial=total - len(todo), desc="zoo eval")
     with open(out / RESULTS, "a") as f:
         for task, group in groupby(todo, key=lambda job: job[1]):

@@ -38,7 +38,7 @@ class ZooEvalConfig:
     (``methods=diffusion,ghn``).
     """
 
-    generator: str | None = None  # weight-diffusion folder; needed with the diffusion method
+    generator: str | None = None  # weight-diffusion folder, shipped name or hub: ref; for diffusion
     zoo: str | None = None  # model zoo folder (hyperinit zoo build's out)
     out: str = "runs/zoo-eval"
     # what to run
