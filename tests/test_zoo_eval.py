@@ -465,6 +465,28 @@ def test_task_reports(task_run):
         assert (out / plot).stat().st_size > 1000
 
 
+def test_guided_samples_are_rows_of_their_own(task_run, tmp_path):
+    cfg, rows = task_run
+    out = Path(shutil.copytree(cfg.out, tmp_path / "eval"))
+    config = json.loads((out / "config.json").read_text())
+    del config["diffusion_guidance"]  # rows made before the option: unguided
+    (out / "config.json").write_text(json.dumps(config))
+    assert evaluate_zoo(ZooEvalConfig(**{**cfg.to_dict(), "out": str(out)})) == rows
+    with pytest.raises(ValueError, match="other diffusion_guidance"):
+        evaluate_zoo(ZooEvalConfig(**{**cfg.to_dict(), "out": str(out),
+                                      "diffusion_guidance": 0.0}))
+    shipped = {**cfg.to_dict(), "generator": "diffusion-resnet-cifar10-tasks",  # one that
+               "methods": ("diffusion",), "samples": 1}  # has learned what tasks mean
+    plain = evaluate_zoo(ZooEvalConfig(**{**shipped, "out": str(tmp_path / "plain")}))
+    free = evaluate_zoo(ZooEvalConfig(**{**shipped, "out": str(tmp_path / "free"),
+                                         "diffusion_guidance": 0.0}))
+    assert [r["task"] for r in free] == [r["task"] for r in plain]
+    assert all(f["distance"] != g["distance"] for f, g in zip(free, plain, strict=True))
+    assert "(2 DDIM steps, guidance 0)" in (tmp_path / "free" / "table.md").read_text()
+    with pytest.raises(ValueError, match="diffusion_guidance must be at least 0"):
+        ZooEvalConfig(**{**cfg.to_dict(), "diffusion_guidance": -1.0})
+
+
 def test_a_task_evaluation_resumes_through_the_cli(task_run, capsys, tmp_path):
     cfg, rows = task_run
     out = Path(shutil.copytree(cfg.out, tmp_path / "eval"))

@@ -9,6 +9,7 @@ writes (which the trainer and the zoo use too).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,15 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def check_resumable(config: dict[str, Any], out: Path, options: tuple[str, ...]) -> None:
+def check_resumable(config: dict[str, Any], out: Path, options: tuple[str, ...],
+                    added: Mapping[str, Any] | None = None) -> None:
     """Write ``config`` to ``OUT/config.json``; refuse an ``out`` whose rows (``results.jsonl``)
-    were made with other values of ``options``, the ones that change a row's numbers."""
+    were made with other values of ``options``, the ones that change a row's numbers.
+    ``added`` holds options introduced later, with the value that rows made before them had
+    (a ``config.json`` without the option)."""
     path = out / "config.json"
     if path.is_file() and (out / RESULTS).is_file():
-        theirs = json.loads(path.read_text())
+        theirs = {**(added or {}), **json.loads(path.read_text())}
         changed = [k for k in options if theirs.get(k) != config[k]]
         if changed:
             raise ValueError(

@@ -145,12 +145,15 @@ TASK_HEADS = "by class"
 # ``predictions`` for overlap are of BatchNorm-calibrated models (earlier rows: as made).
 OVERLAP_OF = "calibrated models"
 CALIBRATION_SEED = 0  # the training-batch stream every model's statistics are estimated on
+# Options added after rows were first written, with the value those rows were made with.
+ADDED_OPTIONS = {"diffusion_guidance": 1.0}
 ROW_OPTIONS = ("zoo", "step", "seed", "task_heads", "overlap_of", "data", "ks",
                "train_samples", "test_samples", "batch_size", "lr", "weight_decay", "amp")
 # Options that change only one method's rows: a resumed run compares them only where it
 # holds rows of that method, so a new or retrained generator is measured beside baselines
 # that are already there (and a run of baselines alone takes any generator later).
-METHOD_OPTIONS = {"diffusion": ("generator", "generator_id", "diffusion_steps"),
+METHOD_OPTIONS = {"diffusion": ("generator", "generator_id", "diffusion_steps",
+                                "diffusion_guidance"),
                   "ghn": ("ghn", "ghn_models")}
 # What identifies a row in results.jsonl: without tasks, and in a zoo over tasks.
 ROW_KEY = ("arch", "method", "sample")
@@ -516,10 +519,11 @@ def sample_diffusion(model: WeightDiffusion, arch: str, cfg: ZooEvalConfig,
     graph = arch_graph(arch, num_classes)
     start = time.perf_counter()
     states = sample_state_dicts(model, graph, cfg.samples, cfg.seed, cfg.diffusion_steps,
-                                task=task)
+                                cfg.diffusion_guidance, task)
     batch = (time.perf_counter() - start) / cfg.samples
     start = time.perf_counter()
-    sample_state_dicts(model, graph, 1, cfg.seed, cfg.diffusion_steps, task=task)
+    sample_state_dicts(model, graph, 1, cfg.seed, cfg.diffusion_steps, cfg.diffusion_guidance,
+                       task)
     return states, {"sample_seconds": batch, "sample_seconds_one": time.perf_counter() - start}
 
 
@@ -660,7 +664,7 @@ def evaluate_zoo(cfg: ZooEvalConfig) -> list[dict[str, Any]]:
                                   if method in held for option in names)
     check_resumable({**cfg.to_dict(), "ghn_models": GHN_MODELS, "generator_id": weights,
                      "task_heads": TASK_HEADS if over_tasks else None,
-                     "overlap_of": OVERLAP_OF}, out, options)
+                     "overlap_of": OVERLAP_OF}, out, options, ADDED_OPTIONS)
     todo = [job for job in jobs if row_key(job) not in done]
     if todo:
         run_jobs(cfg, selected, todo, len(jobs), done, out, device, diffusion)

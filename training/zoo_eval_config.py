@@ -57,6 +57,8 @@ class ZooEvalConfig:
     seed: int = 0
     ghn: str | None = None  # hypernetwork for the ghn method; None: the shipped default
     diffusion_steps: int = DDIM_STEPS  # DDIM steps per sample
+    # classifier-free guidance of samples for a held-out task: 1 none, 0 unconditional
+    diffusion_guidance: float = 1.0
     # data and recipe
     data: str | None = None  # CIFAR-10 zip or ImageFolder; None: the data folder's zip
     train_samples: int | None = None
@@ -79,7 +81,8 @@ class ZooEvalConfig:
                                  f"(zoos over tasks: {', '.join(TASK_METHODS)})")
         if (self.methods is None or "diffusion" in self.methods) and not self.generator:
             raise ValueError("generator is required for the diffusion method: a weight-diffusion "
-                             "folder (or leave diffusion out of methods)")
+                             "folder, shipped name or hub: ref (or leave diffusion out of "
+                             "methods)")
         if self.archs is not None:
             self.archs = as_tuple(self.archs)
             for arch in self.archs:
@@ -91,6 +94,9 @@ class ZooEvalConfig:
         for name in ("samples", "diffusion_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.diffusion_guidance < 0:
+            raise ValueError("diffusion_guidance must be at least 0 (0: unconditional samples, "
+                             f"1: no guidance), got {self.diffusion_guidance}")
         if self.step is not None and self.step < 0:
             raise ValueError(f"step must be a saved step (>= 0) or None, got {self.step}")
         self.tasks = _check_tasks(self.tasks)

@@ -96,7 +96,10 @@ def _sources(cfg: ZooEvalConfig, summary: Rows) -> tuple[str, str]:
     """The zoo steps the checkpoints were taken at, and the generators, as titles name them."""
     steps = ", ".join(dict.fromkeys(f"{s['zoo_step']} ({s['arch']})" for s in summary
                                     if s["zoo_step"] is not None))
-    return steps, f"Generator: {cfg.generator or '—'}; ghn: {cfg.ghn or 'default'}."
+    sampling = f"{cfg.diffusion_steps} DDIM steps" + (
+        f", guidance {cfg.diffusion_guidance:g}" if cfg.diffusion_guidance != 1 else "")
+    return steps, (f"Generator: {cfg.generator or '—'} ({sampling}); "
+                   f"ghn: {cfg.ghn or 'default'}.")
 
 
 def make_table(cfg: ZooEvalConfig, summary: Rows) -> str:
