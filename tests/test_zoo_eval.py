@@ -543,6 +543,17 @@ def test_held_out_archs_get_the_methods_that_make_their_shapes(task_run, held_ru
     assert "weight selection" in table.split("\n\n")[0]
 
 
+def test_held_out_only_makes_models_of_the_held_out_archs_alone(held_run, tmp_path):
+    cfg, rows = held_run
+    out = shutil.copytree(cfg.out, tmp_path / "eval")
+    alone = evaluate_zoo(dataclasses.replace(cfg, out=str(out), held_out_only=True))
+    assert alone == [r for r in rows if r["arch"] == HELD_ARCH]  # read back, in job order
+    table = (out / "table.md").read_text()
+    assert f"| {HELD_ARCH} (held out) | diffusion |" in table and f"| {TASK_ARCH} |" not in table
+    with pytest.raises(ValueError, match="held_out_only evaluates the held_out_archs alone"):
+        dataclasses.replace(cfg, held_out_archs=None, held_out_only=True)
+
+
 def test_weight_selection_maps_a_checkpoint_onto_other_shapes():
     torch.manual_seed(0)
     source = build_arch(TASK_ARCH, 3).state_dict()

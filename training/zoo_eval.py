@@ -82,7 +82,7 @@ to the architecture covering most of the target's values, then zoo order) gives 
 tensor of the same name its leading block, the rest keeping the fresh module's values, and
 its head is mapped as above (:func:`map_checkpoint`). Their distance is undefined (other
 shapes), their overlap is against every training checkpoint, and their rows say
-``held_out_arch``.
+``held_out_arch``. ``held_out_only`` makes models of the held-out architectures alone.
 """
 
 from __future__ import annotations
@@ -233,8 +233,9 @@ def targets(cfg: ZooEvalConfig, selected: dict[str, list[ZooEntry]],
         tasks[arch] = eval_tasks(cfg, record_classes(entries[0].record)) if over_tasks else [None]
     order = list(dict.fromkeys(task for mine in tasks.values() for task in mine))
     held = list(cfg.held_out_archs or ()) if order != [None] else []
+    own = [] if cfg.held_out_only else list(selected)
     return [(arch, task) for task in order
-            for arch in [a for a in selected if task in tasks[a]] + held]
+            for arch in [a for a in own if task in tasks[a]] + held]
 
 
 def methods_for(cfg: ZooEvalConfig, arch: str, selected: dict[str, list[ZooEntry]],

@@ -47,6 +47,9 @@ class ZooEvalConfig:
     # zoo over tasks: architectures of the zoo's families it never trained ("bnresnet-40"),
     # evaluated on the same held-out tasks with HELD_OUT_ARCH_METHODS
     held_out_archs: tuple[str, ...] | None = None
+    # only the held-out architectures get models; ``archs`` still picks the checkpoints
+    # they are measured against and weight selection draws from
+    held_out_only: bool = False
     # None: every method of the zoo's kind (METHODS, or TASK_METHODS for a zoo over tasks)
     methods: tuple[str, ...] | None = None
     # zoo over tasks: the held-out tasks to evaluate on: N (the first N of training.tasks.
@@ -91,6 +94,9 @@ class ZooEvalConfig:
             self.held_out_archs = as_tuple(self.held_out_archs)
             for arch in self.held_out_archs:
                 parse_arch(arch)
+        if self.held_out_only and not self.held_out_archs:
+            raise ValueError("held_out_only evaluates the held_out_archs alone: name them "
+                             "(held_out_archs=bnresnet-15)")
         for name in ("samples", "diffusion_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
