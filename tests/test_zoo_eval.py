@@ -550,6 +550,7 @@ def test_held_out_only_makes_models_of_the_held_out_archs_alone(held_run, tmp_pa
     assert alone == [r for r in rows if r["arch"] == HELD_ARCH]  # read back, in job order
     table = (out / "table.md").read_text()
     assert f"| {HELD_ARCH} (held out) | diffusion |" in table and f"| {TASK_ARCH} |" not in table
+    assert f"checkpoints of {cfg.zoo} at each arch's last step, on" in table
     with pytest.raises(ValueError, match="held_out_only evaluates the held_out_archs alone"):
         dataclasses.replace(cfg, held_out_archs=None, held_out_only=True)
 

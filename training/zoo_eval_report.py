@@ -93,9 +93,12 @@ def _pct(pair: tuple[float, float]) -> str:
 
 
 def _sources(cfg: ZooEvalConfig, summary: Rows) -> tuple[str, str]:
-    """The zoo steps the checkpoints were taken at, and the generators, as titles name them."""
+    """The zoo steps the checkpoints were taken at, and the generators, as titles name them
+    (rows of held-out archs alone say no step: the config's)."""
     steps = ", ".join(dict.fromkeys(f"{s['zoo_step']} ({s['arch']})" for s in summary
                                     if s["zoo_step"] is not None))
+    steps = (f"step {steps}" if steps else "each arch's last step" if cfg.step is None
+             else f"step {cfg.step}")
     sampling = f"{cfg.diffusion_steps} DDIM steps" + (
         f", guidance {cfg.diffusion_guidance:g}" if cfg.diffusion_guidance != 1 else "")
     return steps, (f"Generator: {cfg.generator or '—'} ({sampling}); "
@@ -116,7 +119,7 @@ def make_table(cfg: ZooEvalConfig, summary: Rows) -> str:
     title = (f"CIFAR-10 test accuracy (%), mean ± std over each method's models, after k "
              f"training steps (lr {cfg.lr}, batch {cfg.batch_size}, weight decay "
              f"{cfg.weight_decay}). Novelty against the training checkpoints of {cfg.zoo} at "
-             f"step {steps}: distance = min relative L2 "
+             f"{steps}: distance = min relative L2 "
              "distance of the parameters, overlap = max fraction of test images with the same "
              "untrained prediction (checkpoint rows: to the other checkpoints). s/model: "
              f"seconds to make one model. {generators}\n\n")
@@ -226,7 +229,7 @@ def make_task_table(cfg: ZooEvalConfig, rows: Rows, summary: Rows) -> str:
              "accuracy (%) on each task's CIFAR-10 test images after k training steps (lr "
              f"{cfg.lr}, batch {cfg.batch_size}, weight decay {cfg.weight_decay}), mean ± std "
              f"over seeds (sample i: seed {cfg.seed} + i) of the mean over the tasks. Novelty "
-             f"against the training checkpoints of {cfg.zoo} at step {steps}, on each task's "
+             f"against the training checkpoints of {cfg.zoo} at {steps}, on each task's "
              "test images: distance = min relative L2 distance of the parameters, overlap = max "
              "fraction of test images with the same untrained output; both, and s/model "
              "(seconds to make one model), are means over the models. \"diffusion beats X by > "
