@@ -476,7 +476,7 @@ def test_guided_samples_are_rows_of_their_own(task_run, tmp_path):
         evaluate_zoo(ZooEvalConfig(**{**cfg.to_dict(), "out": str(out),
                                       "diffusion_guidance": 0.0}))
     shipped = {**cfg.to_dict(), "generator": "diffusion-resnet-cifar10-tasks",  # one that
-               "methods": ("diffusion",), "samples": 1}  # has learned what tasks mean
+               "methods": ("diffusion",), "samples": 1, "tasks": 1}  # has learned tasks
     plain = evaluate_zoo(ZooEvalConfig(**{**shipped, "out": str(tmp_path / "plain")}))
     free = evaluate_zoo(ZooEvalConfig(**{**shipped, "out": str(tmp_path / "free"),
                                          "diffusion_guidance": 0.0}))
