@@ -329,6 +329,10 @@ def _torchrun(script: Path, out: Path) -> list[list[str]]:
     return [(out / f"rank{r}.txt").read_text().split(maxsplit=3) for r in (0, 1)]
 
 
+# the sync and resume logic is the generators' shared trainer: the default run takes one
+@pytest.mark.parametrize("generator_config",
+                         ["ghn", pytest.param("diffusion", marks=pytest.mark.slow)],
+                         indirect=True)
 def test_ddp_on_two_gloo_processes_stays_in_sync_and_resumes(tmp_path, generator_config):
     cfg = generator_config(tmp_path / "ddp", steps=2, device="cpu")
     script = tmp_path / "ddp.py"
