@@ -44,16 +44,18 @@ def check_resumable(config: dict[str, Any], out: Path, options: tuple[str, ...],
 
 def load_rows(path: Path, key: tuple[str, ...]) -> dict[tuple, dict[str, Any]]:
     """Finished rows by the values of ``key``. A line cut short by a crash is dropped for
-    good (the file is rewritten without it)."""
+    good (the file is rewritten without it; a file without one is left as it is)."""
     if not path.is_file():
         return {}
     rows, lines = {}, []
-    for line in path.read_text().splitlines():
+    read = path.read_text().splitlines()
+    for line in read:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
         rows[tuple(row[k] for k in key)] = row
         lines.append(line)
-    write_text(path, "".join(line + "\n" for line in lines))
+    if len(lines) < len(read):
+        write_text(path, "".join(line + "\n" for line in lines))
     return rows
