@@ -192,6 +192,14 @@ def test_mean_and_gaussian_baselines():
     mean, std = many.flat.mean(0), many.flat.std(0, correction=0)
     assert torch.allclose(draws.mean(0), mean, rtol=0.05)
     assert torch.allclose(draws.std(0), std, rtol=0.1)
+    # the low-rank Gaussian: half the checkpoints' covariance, along their deviations only
+    low = torch.stack([fitted_gaussian(many, seed, lowrank=0.5)["w"] for seed in range(2000)])
+    assert sample_count("lowrank-gaussian-0.5", 20, 8) == 8
+    assert torch.allclose(low.mean(0), mean, rtol=0.05)
+    covariance = (many.flat - mean).T @ (many.flat - mean) / len(many)
+    assert torch.allclose(low.T.cov(correction=0), covariance / 4, rtol=0.1)
+    assert torch.allclose(low[:, 0], low[:, 1])  # w[0] = w[1] in every checkpoint: so here
+    assert not torch.allclose(draws[:, 0], draws[:, 1])  # the diagonal one breaks it
 
 
 def test_resume(run, tmp_path):
@@ -404,6 +412,10 @@ def test_mean_and_gaussian_map_heads_by_class(task_setup, tmp_path):
         assert torch.equal(gaussian[name][1], b[name][2])
         assert torch.equal(gaussian[name][2], new[name][2])
         assert not torch.equal(gaussian[name][0], mean[name][0])
+    low = fitted_gaussian(crafted, 7, Task((1, 3, 5)), lowrank=0.5)
+    for name in head:
+        assert torch.equal(low[name][1], b[name][2]) and torch.equal(low[name][2], new[name][2])
+        assert not torch.equal(low[name][0], mean[name][0])
     # without a task: position by position, as before
     assert torch.equal(mean_of(crafted, 7)[0][body[0]], mean[body[0]])
 

@@ -28,13 +28,17 @@ one with the highest overlap (``overlap_run``). The methods:
   ``averaged`` says how many);
 * ``gaussian``: samples of the diagonal Gaussian fitted to C (per-element mean and
   population std);
+* ``lowrank-gaussian-0.5``: the mean of C plus half a sample of the Gaussian with C's
+  empirical covariance (:func:`fitted_gaussian`): it varies only along directions in which
+  checkpoints differ, so its samples differ from each other as the zoo's runs do, not by
+  independent noise on every element;
 * ``ghn``: the hypernetwork's prediction itself (``hyperinit.predict`` with ``noise=0``: what
   the hypernetwork learned, with none of the noise its default init adds; the same parameters
   for every sample);
 * ``default``: the freshly built module after ``torch.manual_seed(seed + i)``.
 
 Buffers (BatchNorm statistics): checkpoint-derived models take those of their source
-checkpoint (averages over the checkpoints for ``mean-16`` and ``gaussian``; integer buffers
+checkpoint (averages over the checkpoints for ``mean-16`` and the Gaussians; integer buffers
 from the first); the others those of a freshly built module (BatchNorm reset).
 
 **Zoos over tasks** (built with ``tasks=K``) are evaluated on **held-out tasks**
@@ -57,12 +61,12 @@ on any task). The methods (``TASK_METHODS``):
   strongest form of transfer from the zoo; sample i differs in its fresh rows and batches.
   Its row says ``source``, ``source_task`` and ``shared`` (how many classes);
 * ``nearest-noise-0.06``, ``nearest-noise-0.12``: that model plus relative noise as above;
-* ``mean-16``, ``gaussian``: as above, over the checkpoints of every training task, with
-  their heads **mapped by class** (:func:`for_task`): each row of the held-out task's head
-  is the mean (or the fitted Gaussian) of that class's rows over the checkpoints whose task
-  has the class, and a class none of them has keeps a fresh default-init row. The bodies
-  are averaged as they are; in a zoo whose runs fine-tune one parent (``hyperinit zoo
-  build parent_steps=P``) that mean is a model soup;
+* ``mean-16``, ``gaussian``, ``lowrank-gaussian-0.5``: as above, over the checkpoints of
+  every training task, with their heads **mapped by class** (:func:`for_task`): each row of
+  the held-out task's head is the mean (or a fitted Gaussian) of that class's rows over the
+  checkpoints whose task has the class, and a class none of them has keeps a fresh
+  default-init row. The bodies are averaged as they are; in a zoo whose runs fine-tune one
+  parent (``hyperinit zoo build parent_steps=P``) that mean is a model soup;
 * ``ghn``: the hypernetwork's prediction for the arch with the task's number of classes;
 * ``default``: the freshly built ``K``-way module.
 
@@ -128,6 +132,7 @@ from .zoo import (
 )
 from .zoo_eval_config import (
     HELD_OUT_ARCH_METHODS,
+    LOWRANK,
     MEAN_OF,
     NEAREST_NOISE,
     NOISE,
@@ -453,14 +458,24 @@ def mean_of(ckpts: Checkpoints, seed: int, task: Task | None = None,
 
 
 def fitted_gaussian(ckpts: Checkpoints, seed: int, task: Task | None = None,
-                    ) -> dict[str, torch.Tensor]:
-    """A sample of the diagonal Gaussian fitted to the checkpoints (for a held-out
-    ``task``, with heads mapped by class: :func:`for_task`); averaged buffers."""
+                    lowrank: float | None = None) -> dict[str, torch.Tensor]:
+    """A sample of a Gaussian fitted to the checkpoints (for a held-out ``task``, with heads
+    mapped by class: :func:`for_task`); averaged buffers.
+
+    The diagonal Gaussian (per-element mean and population std) by default. With
+    ``lowrank`` = s, the mean plus s times a sample of the Gaussian with the checkpoints'
+    empirical covariance, ``sum_i z_i (theta_i - mean) / sqrt(N)``: it moves only along
+    directions in which checkpoints differ, where the diagonal one moves every element on its
+    own (a head row a checkpoint's task lacks counts as no deviation)."""
     states, fresh = for_task(ckpts, task, seed)
     flat = torch.stack([ckpts.flatten(s) for s in states])
     mean = flat.nanmean(0)
-    std = (flat - mean).square().nanmean(0).sqrt()
-    theta = mean + std * torch.randn(mean.shape, generator=_rng(seed))
+    if lowrank is None:
+        std = (flat - mean).square().nanmean(0).sqrt()
+        theta = mean + std * torch.randn(mean.shape, generator=_rng(seed))
+    else:
+        z = torch.randn(len(flat), generator=_rng(seed))
+        theta = mean + lowrank * (z @ (flat - mean).nan_to_num(0.0)) / math.sqrt(len(flat))
     return filled({**average(states), **ckpts.unflatten(theta)}, fresh)
 
 
@@ -610,6 +625,8 @@ def make_model(method: str, i: int, arch: str, pool: list[Checkpoints], cfg: Zoo
         state, info = mean_of(ckpts, seed, task)
     elif method == "gaussian":
         state = fitted_gaussian(ckpts, seed, task)
+    elif method in LOWRANK:
+        state = fitted_gaussian(ckpts, seed, task, lowrank=LOWRANK[method])
     else:
         state = fresh(arch, seed, ghn, classes)
     return state, {"sample_seconds": time.perf_counter() - start, **info}

@@ -18,15 +18,17 @@ from .zoo import parse_arch
 
 # The methods of a zoo without tasks, and of a zoo over tasks (evaluated on held-out tasks,
 # where the checkpoint of the nearest training task replaces the checkpoints themselves).
-METHODS = ("diffusion", "checkpoint", "noise-0.06", "noise-0.12", "mean-16", "gaussian", "ghn",
-           "default")
+METHODS = ("diffusion", "checkpoint", "noise-0.06", "noise-0.12", "mean-16", "gaussian",
+           "lowrank-gaussian-0.5", "ghn", "default")
 NOISE = {"noise-0.06": 0.06, "noise-0.12": 0.12}  # relative std of the added noise
 NEAREST_NOISE = {f"nearest-{method}": sigma for method, sigma in NOISE.items()}
-TASK_METHODS = ("diffusion", "nearest-task", *NEAREST_NOISE, "mean-16", "gaussian", "ghn",
-                "default")
-# The methods that can make a held-out architecture's shapes: mean-16 and gaussian need
-# checkpoints of the architecture itself.
-HELD_OUT_ARCH_METHODS = tuple(m for m in TASK_METHODS if m not in ("mean-16", "gaussian"))
+LOWRANK = {"lowrank-gaussian-0.5": 0.5}  # the scale of the low-rank Gaussian's deviation
+TASK_METHODS = ("diffusion", "nearest-task", *NEAREST_NOISE, "mean-16", "gaussian", *LOWRANK,
+                "ghn", "default")
+# The methods that can make a held-out architecture's shapes: the averages and Gaussians
+# need checkpoints of the architecture itself.
+HELD_OUT_ARCH_METHODS = tuple(m for m in TASK_METHODS
+                              if m not in ("mean-16", "gaussian", *LOWRANK))
 ALL_METHODS = tuple(dict.fromkeys(METHODS + TASK_METHODS))
 MEAN_OF = 16  # checkpoints per mean-16 model
 
