@@ -57,7 +57,7 @@ SCHEDULER_FILE = "scheduler_config.json"
 _MIN_STD = 1e-4  # constant tensors (LayerNorm weights at init) get this std
 # Options added to DiffusionConfig on by default: a config.json written before them has
 # them off, as its model was trained.
-ADDED_OFF = {"ranked_task": False, "class_rows": False, "group": 1}
+ADDED_OFF = {"ranked_task": False, "class_rows": False, "group": 1, "snr_boost": 0.0}
 # A full-attention model (window None) attends over all of an architecture's tokens at once:
 # its memory grows with their square, so it refuses more.
 MAX_TOKENS = 8192
@@ -217,6 +217,15 @@ class DiffusionConfig:
     weighs the per-tensor stats loss against the denoising loss; ``prediction_type`` is
     what the denoiser outputs (:func:`default_scheduler`).
 
+    ``snr_boost`` (gamma) weighs each training sample's denoising loss by
+    ``(1 + min(SNR(t), gamma)) / (1 + gamma)`` (:func:`snr_weights`): 0 weighs every timestep
+    alike; gamma > 0 weighs the least noisy ones up to ``1 + gamma`` times more than the
+    noisiest, as Min-SNR weighting does. A zoo's checkpoints differ from each other by a few
+    percent of each tensor's spread, so with plain weights a clean-weight predictor gains
+    little from the noisy values it is given and learns the zoo's mean instead: its samples
+    of a task were one model whatever the seed (0.6% apart,
+    ``docs/results/diffusion-diversity.md``).
+
     ``ranked_task`` adds a second view of the descriptor to the task's input: which class
     holds each rank among its nonzero entries (:func:`ranked_descriptor`), the order in which
     a task's head rows follow its classes, so the rows can be told apart without decoding
@@ -267,6 +276,7 @@ class DiffusionConfig:
     ranked_task: bool = True
     class_rows: bool = True
     stats_weight: float = 0.1
+    snr_boost: float = 0.0
     prediction_type: str = "epsilon"
     window: int | None = 64
     sinusoidal_positions: bool = True
@@ -288,6 +298,9 @@ class DiffusionConfig:
             raise ValueError(f"group={self.group} merges tokens for windowed attention: give a "
                              "window, or group=1 for full attention (window None, as "
                              "checkpoints from before windows have)")
+        if self.snr_boost < 0:
+            raise ValueError(f"snr_boost must be at least 0 (0: every timestep weighs alike), "
+                             f"got {self.snr_boost}")
         if self.task_dim < 0 or not 0 <= self.cond_drop <= 1:
             raise ValueError(f"task_dim must be at least 0 (0: unconditional) and cond_drop in "
                              f"0..1, got task_dim={self.task_dim}, cond_drop={self.cond_drop}")
@@ -629,10 +642,19 @@ def train_start(config: DiffusionConfig, tokens: int) -> int:
     return int(torch.randint(0, last + 1, ())) * config.window_tokens
 
 
+def snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, boost: float,
+                ) -> torch.Tensor:
+    """Loss weights ``(1 + min(SNR(t), boost)) / (1 + boost)`` of ``timesteps``, with
+    ``SNR(t) = alpha_bar(t) / (1 - alpha_bar(t))``: all 1 for ``boost`` 0, else from 1 (the
+    least noisy) down to about ``1 / (1 + boost)`` (pure noise)."""
+    alpha_bar = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+    return (1 + (alpha_bar / (1 - alpha_bar)).clamp(max=boost)) / (1 + boost)
+
+
 def diffusion_loss(model: WeightDiffusion, batch: Sequence[tuple[torch.Tensor, TokenMeta]],
                    tasks: Sequence[TaskLike] | None = None) -> torch.Tensor:
-    """Denoising loss (MSE of the predicted noise or clean tokens, on real values) plus the
-    weighted per-tensor stats loss.
+    """Denoising loss (MSE of the predicted noise or clean tokens, on real values, each
+    sample weighted by :func:`snr_weights`) plus the weighted per-tensor stats loss.
 
     ``batch`` holds ``WeightTokenizer.encode`` outputs; ``tasks`` their tasks (``Task`` objects
     or descriptors) when the model is task-conditioned, each dropped with probability
@@ -663,7 +685,8 @@ def diffusion_loss(model: WeightDiffusion, batch: Sequence[tuple[torch.Tensor, T
         dropped = torch.rand(len(batch), device=dev) < model.config.cond_drop
     pred = model(noisy, timesteps, metas, node_embs, descriptors, starts, dropped)
     target = noise if model.config.prediction_type == "epsilon" else clean
-    denoise = ((pred - target) ** 2 * mask).sum() / (mask.sum() * 1.0)
+    weight = snr_weights(model.scheduler, timesteps, model.config.snr_boost)[:, None, None] * mask
+    denoise = ((pred - target) ** 2 * weight).sum() / weight.sum()
     stats = torch.cat([model.predict_stats(meta, emb) for meta, emb in zip(metas, node_embs,
                                                                            strict=True)])
     target = torch.cat([torch.stack([meta.mean, meta.std.log()], 1) for meta in metas])

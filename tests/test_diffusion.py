@@ -23,6 +23,7 @@ from hyperinit.diffusion import (
     row_classes,
     sample,
     sample_state_dicts,
+    snr_weights,
 )
 
 TINY = DiffusionConfig(chunk=16, hidden=16, layers=1, heads=2, graph_layers=1, positions=16)
@@ -134,6 +135,22 @@ def test_clean_sample_prediction_learns_and_round_trips(tmp_path, graph, zoo):
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
     with pytest.raises(ValueError, match="prediction_type must be one of epsilon, sample"):
         DiffusionConfig(prediction_type="v_prediction")
+
+
+def test_snr_boost_weighs_low_noise_timesteps_up(zoo):
+    scheduler = WeightDiffusion(TINY).scheduler
+    steps = torch.arange(scheduler.config.num_train_timesteps)
+    assert torch.equal(snr_weights(scheduler, steps, 0.0), torch.ones(len(steps)))
+    boosted = snr_weights(scheduler, steps, 20.0)
+    assert boosted[0] == 1 and abs(boosted[-1] - 1 / 21) < 1e-3
+    assert (boosted.diff() <= 0).all()  # noisier timesteps never weigh more
+    torch.manual_seed(0)
+    model = WeightDiffusion(replace(TINY, prediction_type="sample", snr_boost=20.0))
+    before = fixed_loss(model, zoo)
+    fit(model, zoo, steps=30, lr=3e-3)
+    assert fixed_loss(model, zoo) < 0.8 * before
+    with pytest.raises(ValueError, match="snr_boost must be at least 0"):
+        DiffusionConfig(snr_boost=-1.0)
 
 
 def test_sampling_is_seeded_and_well_formed(graph, trained):

@@ -140,13 +140,13 @@ def test_a_config_from_before_windows_loads_with_full_attention(tmp_path):
     old.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     for key in ("window", "sinusoidal_positions", "train_windows", "ranked_task", "class_rows",
-                "group", "token_hidden"):
+                "group", "token_hidden", "snr_boost"):
         del config[key]
     (tmp_path / "config.json").write_text(json.dumps(config))
     loaded = WeightDiffusion.from_pretrained(tmp_path)
     assert (loaded.config.window, loaded.config.sinusoidal_positions) == (None, False)
     assert not loaded.config.ranked_task and not loaded.config.class_rows  # nor later options
-    assert loaded.config.group == 1
+    assert loaded.config.group == 1 and loaded.config.snr_boost == 0
     graph = graphs.build(nn.Sequential(nn.Linear(8, 60)))
     ours, theirs = (sample_state_dicts(m, graph, seed=4, steps=3)[0] for m in (old, loaded))
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)

@@ -80,6 +80,7 @@ class TrainConfig:
     class_rows: bool | None = None  # diffusion over tasks: the head's values know their class
     group: int | None = None  # diffusion: tokens merged into one transformer position
     token_hidden: int | None = None  # diffusion with group > 1: width of a token's own vector
+    snr_boost: float | None = None  # diffusion: low-noise timesteps weigh up to 1 + this more
     # run
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda"
@@ -148,7 +149,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def size(self) -> dict[str, int]:
+    def size(self) -> dict[str, Any]:
         """The generator's model options that are set, for its config class."""
         names = ("hidden", "layers", "heads", *SIZE_OPTIONS[self.generator])
         return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
@@ -164,7 +165,7 @@ DEFAULT_SPREAD = 0.5
 SIZE_OPTIONS = {"ghn": ("rank", "features"),
                 "diffusion": ("chunk", "graph_layers", "prediction_type", "window",
                               "train_windows", "ranked_task", "class_rows", "group",
-                              "token_hidden")}
+                              "token_hidden", "snr_boost")}
 
 
 def as_tuple(value: Any) -> tuple:
