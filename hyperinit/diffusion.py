@@ -298,6 +298,7 @@ class DiffusionConfig:
             raise ValueError(f"group={self.group} merges tokens for windowed attention: give a "
                              "window, or group=1 for full attention (window None, as "
                              "checkpoints from before windows have)")
+        self.snr_boost = float(self.snr_boost)  # the command line may give an int
         if self.snr_boost < 0:
             raise ValueError(f"snr_boost must be at least 0 (0: every timestep weighs alike), "
                              f"got {self.snr_boost}")
