@@ -45,15 +45,15 @@ from training.zoo_eval import (
 )
 
 METHODS = ("diffusion", "nearest-noise-0.12", "mean-16", "gaussian", "lowrank-gaussian-0.5")
-LOWRANK = "lowrank-gaussian-"  # the low-rank Gaussian's name, before its scale
+LOWRANK_PREFIX = "lowrank-gaussian-"  # the low-rank Gaussian's name, before its scale
 
 
 def samples_of(method: str, n: int, arch: str, ckpts: Checkpoints, cfg: ZooEvalConfig,
                generators: Generators, task: Task) -> list[dict[str, torch.Tensor]]:
     """``n`` models of ``method`` for the held-out ``task``, made as the zoo evaluation makes
     them; ``lowrank-gaussian-SCALE`` at any scale."""
-    if method.startswith(LOWRANK):
-        scale = float(method.removeprefix(LOWRANK))
+    if method.startswith(LOWRANK_PREFIX):
+        scale = float(method.removeprefix(LOWRANK_PREFIX))
         return [fitted_gaussian(ckpts, cfg.seed + i, task, lowrank=scale) for i in range(n)]
     return [make_model(method, i, arch, [ckpts], cfg, generators, task)[0] for i in range(n)]
 
@@ -94,7 +94,7 @@ def main() -> None:
     generators = Generators(cfg, device, diffusion_for(cfg, over_tasks=True))
     every_class = EvalData(recipe, device)
     methods = list(dict.fromkeys([*args.methods,
-                                  *(f"{LOWRANK}{s:g}" for s in args.lowrank_scales)]))
+                                  *(f"{LOWRANK_PREFIX}{s:g}" for s in args.lowrank_scales)]))
 
     rows = []
     print(f"untrained {arch} on held-out {ways}-way tasks, {args.samples} samples each; "

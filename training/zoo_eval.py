@@ -470,12 +470,13 @@ def fitted_gaussian(ckpts: Checkpoints, seed: int, task: Task | None = None,
     states, fresh = for_task(ckpts, task, seed)
     flat = torch.stack([ckpts.flatten(s) for s in states])
     mean = flat.nanmean(0)
+    deviation = flat - mean
     if lowrank is None:
-        std = (flat - mean).square().nanmean(0).sqrt()
+        std = deviation.square().nanmean(0).sqrt()
         theta = mean + std * torch.randn(mean.shape, generator=_rng(seed))
     else:
         z = torch.randn(len(flat), generator=_rng(seed))
-        theta = mean + lowrank * (z @ (flat - mean).nan_to_num(0.0)) / math.sqrt(len(flat))
+        theta = mean + lowrank * (z @ deviation.nan_to_num(0.0)) / math.sqrt(len(flat))
     return filled({**average(states), **ckpts.unflatten(theta)}, fresh)
 
 
